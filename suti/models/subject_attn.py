@@ -1,0 +1,170 @@
+"""Gated demo cross-attention as a diffusers attention processor (the IP-Adapter idea, for demo tokens).
+
+The demo tokens travel through the UNet in an explicit channel: ``encoder_hidden_states=(text, demo)``
+where `demo` is a `DemoContext`. Nothing is concatenated to the text tokens and sliced off again.
+
+    out = base(attn, x, text)                                         # the layer's own processor, untouched
+        + tanh(gate) * weight_b * W_out · attention(q(x), k_demo(demo), v_demo(demo))
+
+`gate` starts at exactly 0, so a freshly installed layer returns the base output bit for bit. A plain
+tensor (or ``demo=None``) as `encoder_hidden_states` runs only the base processor: that is how the
+demo encoder runs the same down blocks on the demos with their captions (no recursion into demos).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from suti.errors import InputError
+
+
+@dataclass
+class DemoContext:
+    """Demo tokens for a batch, as they travel in the second slot of `encoder_hidden_states`."""
+
+    tokens: torch.Tensor  # (B, M, D) demo tokens (image feature tokens + caption tokens of every demo)
+    mask: torch.Tensor | None = None  # (B, M) bool, True = a real token, False = padding
+    weight: torch.Tensor | None = None  # (B,) per-sample demo weight: 0 turns demos off (dropout / guidance)
+
+    def __post_init__(self) -> None:
+        if self.tokens.ndim != 3:
+            raise InputError(f"demo tokens must be (B, M, D), got shape {tuple(self.tokens.shape)}")
+        b, m = self.tokens.shape[:2]
+        if self.mask is not None and tuple(self.mask.shape) != (b, m):
+            raise InputError(f"demo mask must be (B, M)=({b}, {m}), got {tuple(self.mask.shape)}")
+        if self.weight is not None and tuple(self.weight.shape) != (b,):
+            raise InputError(f"demo weight must be (B,)=({b},), got {tuple(self.weight.shape)}")
+
+    @property
+    def batch_size(self) -> int:
+        return self.tokens.shape[0]
+
+    def full_mask(self) -> torch.Tensor:
+        if self.mask is None:
+            return torch.ones(self.tokens.shape[:2], dtype=torch.bool, device=self.tokens.device)
+        return self.mask.bool()
+
+    def full_weight(self) -> torch.Tensor:
+        if self.weight is None:
+            return torch.ones(self.batch_size, dtype=self.tokens.dtype, device=self.tokens.device)
+        return self.weight.to(self.tokens.dtype)
+
+    def with_weight(self, weight: torch.Tensor | float) -> "DemoContext":
+        w = torch.as_tensor(weight, dtype=self.tokens.dtype, device=self.tokens.device)
+        return replace(self, weight=w.expand(self.batch_size).clone())
+
+    def repeat_interleave(self, n: int) -> "DemoContext":
+        """Each sample repeated `n` times in place (for several images per prompt)."""
+        rep = lambda t: None if t is None else t.repeat_interleave(n, dim=0)  # noqa: E731
+        return DemoContext(rep(self.tokens), rep(self.mask), rep(self.weight))
+
+    @staticmethod
+    def cat(contexts: Sequence["DemoContext"]) -> "DemoContext":
+        """Batch-concatenate contexts with equal token counts (e.g. the guidance passes of one step)."""
+        return DemoContext(
+            torch.cat([c.tokens for c in contexts]),
+            torch.cat([c.full_mask() for c in contexts]),
+            torch.cat([c.full_weight() for c in contexts]),
+        )
+
+
+def split_encoder_states(encoder_hidden_states: Any) -> tuple[torch.Tensor | None, DemoContext | None]:
+    if isinstance(encoder_hidden_states, tuple):
+        text, demo = encoder_hidden_states
+        return text, demo
+    return encoder_hidden_states, None
+
+
+class TextOnlyProcessor:
+    """Pass-through for attn2 layers without subject attention: drops the demo channel, runs the original."""
+
+    def __init__(self, base: Any):
+        self.base = base
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
+        text, _ = split_encoder_states(encoder_hidden_states)
+        return self.base(attn, hidden_states, encoder_hidden_states=text, attention_mask=attention_mask, temb=temb)
+
+
+class SubjectAttnProcessor(nn.Module):
+    """attn2 processor = the layer's original processor on text + a zero-gated attention over demo tokens."""
+
+    def __init__(self, attn: nn.Module):
+        super().__init__()
+        to_k, to_v = attn.to_k, attn.to_v
+        self.to_k_demo = nn.Linear(to_k.in_features, to_k.out_features, bias=to_k.bias is not None)
+        self.to_v_demo = nn.Linear(to_v.in_features, to_v.out_features, bias=to_v.bias is not None)
+        with torch.no_grad():  # start from the text key/value maps: demo tokens live in the text token space
+            self.to_k_demo.weight.copy_(to_k.weight)
+            self.to_v_demo.weight.copy_(to_v.weight)
+            if to_k.bias is not None:
+                self.to_k_demo.bias.copy_(to_k.bias)
+            if to_v.bias is not None:
+                self.to_v_demo.bias.copy_(to_v.bias)
+        self.gate = nn.Parameter(torch.zeros(()))  # explicit zero-init: installed layer == base layer
+        self._base: tuple[Any, ...] = ()  # the layer's original processor; a tuple so it is never a submodule
+
+    @property
+    def base(self) -> Any:
+        if not self._base:
+            raise RuntimeError("SubjectAttnProcessor is not installed on an attention layer")
+        return self._base[0]
+
+    def bind(self, base: Any) -> None:
+        self._base = (base,)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None):
+        text, demo = split_encoder_states(encoder_hidden_states)
+        out = self.base(attn, hidden_states, encoder_hidden_states=text, attention_mask=attention_mask, temb=temb)
+        if demo is None:
+            return out
+        return out + self.demo_attention(attn, hidden_states, demo, temb)
+
+    def demo_attention(self, attn, hidden_states: torch.Tensor, demo: DemoContext, temb=None) -> torch.Tensor:
+        """tanh(gate) * weight * W_out · softmax(q k_demo^T / sqrt(d)) v_demo, shaped like the layer output."""
+        x = hidden_states
+        if attn.spatial_norm is not None:
+            x = attn.spatial_norm(x, temb)
+        spatial = x.ndim == 4
+        if spatial:
+            b, c, h, w = x.shape
+            x = x.view(b, c, h * w).transpose(1, 2)  # (B, HW, C)
+        if attn.group_norm is not None:
+            x = attn.group_norm(x.transpose(1, 2)).transpose(1, 2)
+        B, L, _ = x.shape
+        if demo.batch_size != B:
+            raise InputError(f"demo batch ({demo.batch_size}) does not match the UNet batch ({B})")
+
+        ctx = demo.tokens.to(x.dtype)  # (B, M, D)
+        if attn.norm_cross:
+            ctx = attn.norm_encoder_hidden_states(ctx)
+        q = attn.to_q(x)  # (B, L, inner)
+        k = self.to_k_demo(ctx)  # (B, M, inner)
+        v = self.to_v_demo(ctx)  # (B, M, inner)
+        inner = k.shape[-1]
+        hd = inner // attn.heads
+        q = q.view(B, -1, attn.heads, hd).transpose(1, 2)  # (B, H, L, hd)
+        k = k.view(B, -1, attn.heads, hd).transpose(1, 2)  # (B, H, M, hd)
+        v = v.view(B, -1, attn.heads, hd).transpose(1, 2)  # (B, H, M, hd)
+        if attn.norm_q is not None:
+            q = attn.norm_q(q)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+
+        mask = demo.full_mask()  # (B, M)
+        has_demo = mask.any(dim=1)  # (B,) rows without any real token attend nowhere (weight forced to 0)
+        mask = mask | ~has_demo[:, None]  # keep softmax finite on empty rows
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, H, L, hd)
+        y = y.transpose(1, 2).reshape(B, L, inner).to(q.dtype)  # (B, L, inner)
+        y = attn.to_out[1](F.linear(y, attn.to_out[0].weight))  # shared output map; its bias stays in `out`
+        if spatial:
+            y = y.transpose(-1, -2).reshape(b, c, h, w)
+        y = y / attn.rescale_output_factor
+
+        scale = torch.tanh(self.gate) * demo.full_weight() * has_demo.to(y.dtype)  # (B,)
+        return y * scale.view(B, *([1] * (y.ndim - 1)))
