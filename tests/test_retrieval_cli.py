@@ -1,0 +1,137 @@
+"""tools/index.py: `build` from a captions folder or a datasets dir, `query` by text or image, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tools.index import main, parse_bytes
+
+pytest.importorskip("open_clip")
+pytest.importorskip("faiss")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """A tiny open_clip config (ViT width 64, 2 layers, 32 px) and a seeded random local checkpoint."""
+    import open_clip
+    import torch
+
+    from retrieval import ClipSpec
+
+    folder, name = tmp_path_factory.mktemp("clip"), "retrieval-cli-tiny-clip"
+    config = folder / f"{name}.json"
+    config.write_text(json.dumps({
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    }))  # fmt: skip
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model(name).state_dict(), folder / "tiny_clip.pt")
+    return ClipSpec(name, checkpoint=str(folder / "tiny_clip.pt"), config=str(config))
+
+
+def _model_args(spec) -> list[str]:
+    return ["--model-name", spec.model_name, "--checkpoint", spec.checkpoint, "--model-config", spec.config]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / f"{i}.png")
+        lines.append(json.dumps({"file": f"{i}.png", "caption": f"photo {i} of subject {i // 4}",
+                                 "url": f"https://www.shop.example/item-{i // 4}/", "cluster": i // 4}))  # fmt: skip
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_build_from_folder_then_query_by_text_and_image(tmp_path, model, folder, capsys):
+    out = tmp_path / "index"
+    assert main(["build", "--images", str(folder), "--out", str(out), "--no-progress", "--shard-size", "5",
+                 *_model_args(model)]) == 0  # fmt: skip
+    said = capsys.readouterr().out
+    assert "embedded 12 new rows" in said and "Flat index of 12 x 32" in said
+    infos = json.loads((out / "index_infos.json").read_text())
+    assert infos["evaluation"]["queries"] == "given"  # caption embeddings as queries (text -> image)
+    assert main(["query", "--index", str(out), "--text", "photo 5 of subject 1", "-k", "3", "--json"]) == 0
+    hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert 1 <= len(hits) <= 3 and len({h["cluster"] for h in hits}) == 1
+    # an image query for an indexed image finds itself first (plain search)
+    assert main(["query", "--index", str(out), "--image", str(folder / "7.png"), "-k", "2", "--any-cluster"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "id=7 " in first and "photo 7 of subject 1" in first
+    # re-running the build reuses every embedding shard
+    assert main(["build", "--images", str(folder), "--out", str(out), "--no-progress", "--shard-size", "5",
+                 *_model_args(model)]) == 0  # fmt: skip
+    assert "embedded 0 new rows (3 shards reused" in capsys.readouterr().out
+
+
+def test_build_from_a_dataset_dir_with_mining(tmp_path, model, capsys):
+    import datasets
+
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 255, (2, 24, 24, 3), dtype=np.uint8)
+    rows = {"image": [], "caption": [], "url": []}
+    for i in range(8):  # two pages of near-identical images: mining keeps one cluster per page
+        img = np.clip(base[i % 2].astype(int) + rng.integers(-3, 4, (24, 24, 3)), 0, 255).astype(np.uint8)
+        rows["image"].append(Image.fromarray(img))
+        rows["caption"].append(f"page {i % 2} picture")
+        rows["url"].append(f"https://site.example/page-{i % 2}?ref={i}")
+    ds = datasets.Dataset.from_dict(rows, features=datasets.Features(
+        {"image": datasets.Image(), "caption": datasets.Value("string"), "url": datasets.Value("string")}))  # fmt: skip
+    ds.save_to_disk(str(tmp_path / "ds"))
+    out = tmp_path / "index"
+    # a random tiny model cannot judge captions (threshold off); near-identical images are duplicates
+    assert main(["build", "--dataset", str(tmp_path / "ds"), "--out", str(out), "--no-progress", "--mine",
+                 "--min-caption-cos", "-1", "--min-cluster-size", "1", *_model_args(model)]) == 0  # fmt: skip
+    said = capsys.readouterr().out
+    assert "mined 2 clusters, kept 2/8 rows" in said, said
+    stats = json.loads((out / "mine" / "mine_stats.json").read_text())
+    assert stats["dropped"]["near_duplicate"] == 6
+    assert "Flat index of 2 x 32" in said
+
+
+def test_user_errors_are_one_line_exit_2(tmp_path, model, folder, capsys):
+    assert main(["query", "--index", str(tmp_path / "none"), "--text", "x"]) == 2
+    assert "error: index directory" in capsys.readouterr().err
+    assert main(["build", "--out", str(tmp_path / "o"), *_model_args(model)]) == 2
+    assert "exactly one of --images" in capsys.readouterr().err
+    assert main(["build", "--images", str(tmp_path), "--out", str(tmp_path / "o"), *_model_args(model)]) == 2
+    assert "captions.jsonl" in capsys.readouterr().err
+    assert main(["build", "--images", str(folder), "--out", str(tmp_path / "o"), "--model-name", "nope",
+                 "--checkpoint", model.checkpoint]) == 2  # fmt: skip
+    assert "unknown open_clip model" in capsys.readouterr().err
+    assert main(["query", "--index", str(tmp_path), "--text", "x", "--image", str(folder / "1.png")]) == 2
+    assert main(["--help"]) == 0
+
+
+def test_parse_bytes():
+    assert parse_bytes("2G") == 2 * 10**9 and parse_bytes("500m") == 5 * 10**8 and parse_bytes("1234") == 1234
+    from suti.errors import InputError
+
+    with pytest.raises(InputError):
+        parse_bytes("lots")
+
+
+def test_read_dataset_dir_selects_a_split_column(tmp_path):
+    import datasets
+
+    from retrieval import read_dataset_dir
+    from suti.errors import InputError
+
+    datasets.Dataset.from_dict({"caption": list("abcd"), "split": ["train", "test", "train", "test"]}).save_to_disk(
+        str(tmp_path / "ds")
+    )
+    assert read_dataset_dir(tmp_path / "ds", "train")["caption"] == ["a", "c"]
+    assert len(read_dataset_dir(tmp_path / "ds")) == 4
+    with pytest.raises(InputError, match="no rows with split"):
+        read_dataset_dir(tmp_path / "ds", "val")
+    with pytest.raises(InputError, match="not found"):
+        read_dataset_dir(tmp_path / "missing")
