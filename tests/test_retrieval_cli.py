@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from _clip import make_tiny_clip
 from tools.index import main, parse_bytes
 
 pytest.importorskip("open_clip")
@@ -17,22 +18,7 @@ pytest.importorskip("faiss")
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     """A tiny open_clip config (ViT width 64, 2 layers, 32 px) and a seeded random local checkpoint."""
-    import open_clip
-    import torch
-
-    from retrieval import ClipSpec
-
-    folder, name = tmp_path_factory.mktemp("clip"), "retrieval-cli-tiny-clip"
-    config = folder / f"{name}.json"
-    config.write_text(json.dumps({
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-    }))  # fmt: skip
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model(name).state_dict(), folder / "tiny_clip.pt")
-    return ClipSpec(name, checkpoint=str(folder / "tiny_clip.pt"), config=str(config))
+    return make_tiny_clip(tmp_path_factory.mktemp("clip"), "retrieval-cli-tiny-clip")
 
 
 def _model_args(spec) -> list[str]:

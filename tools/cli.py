@@ -36,11 +36,14 @@ def _root(
 
 
 def _register() -> None:
+    from tools import generate as generate_cmd
     from tools import index as index_cmd
     from tools import world as world_cmd
 
     app.add_typer(world_cmd.app, name="world", help="Build and inspect the procedural subject world.")
     app.add_typer(index_cmd.app, name="index", help="Build and query the FAISS neighbour index.")
+    app.command("generate", help="Render a subject from reference photos (or a catalog index) in a new context.")(
+        generate_cmd.generate)
 
 
 def run_app(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:

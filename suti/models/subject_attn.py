@@ -73,6 +73,20 @@ class DemoContext:
         )
 
 
+    @staticmethod
+    def cat_padded(contexts: Sequence["DemoContext"]) -> "DemoContext":
+        """Batch-concatenate contexts whose token counts differ (e.g. 3 demos and 5 demos): shorter ones
+        are padded with masked-out zero tokens, which attention ignores."""
+        m = max(c.tokens.shape[1] for c in contexts)
+        pad = lambda t, v: F.pad(t, (0, 0, 0, m - t.shape[1]), value=v) if t.ndim == 3 else \
+            F.pad(t, (0, m - t.shape[1]), value=v)  # noqa: E731
+        return DemoContext(
+            torch.cat([pad(c.tokens, 0.0) for c in contexts]),  # (sum B, m, D)
+            torch.cat([pad(c.full_mask(), False) for c in contexts]),  # (sum B, m)
+            torch.cat([c.full_weight() for c in contexts]),  # (sum B,)
+        )
+
+
 def split_encoder_states(encoder_hidden_states: Any) -> tuple[torch.Tensor | None, DemoContext | None]:
     if isinstance(encoder_hidden_states, tuple):
         text, demo = encoder_hidden_states

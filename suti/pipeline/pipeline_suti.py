@@ -32,6 +32,7 @@ from suti.models.subject_layers import SubjectLayers
 from suti.pipeline.guidance import GUIDANCE_MODES, combine, plan_passes, uses_demos
 from suti.pipeline.loading import SuTILoadingMixin
 from suti.pipeline.preprocess import normalize_request, prepare_demo_images
+from suti.pipeline.retrieved import UsedNeighbors, retrieve_demos
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
@@ -39,6 +40,7 @@ OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 @dataclass
 class SuTIPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor  # (B*num_images_per_prompt) images
+    neighbors: list[UsedNeighbors] | None = None  # Re-Imagen mode: the catalog entries used, one per prompt
 
 
 class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
@@ -101,6 +103,42 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
         return self.subject.encode_demos(self.unet, demos["images"], demos["caption_embeds"], demos["caption_mask"],
                                          demos["demo_mask"], timestep=timestep)
 
+    @torch.no_grad()
+    def encode_subject(self, subject_images: Any, subject_captions: list[str] | None = None) -> DemoContext:
+        """Demo tokens of ONE subject (batch 1), computed once and reusable in any number of calls
+        through `pipe(prompt, subject_embeds=ctx)`; a server caches these per registered subject."""
+        if self.subject is None:
+            raise InputError("this pipeline has no subject layers, so it cannot encode a subject")
+        timestep = self.subject.config.demo_timestep
+        if timestep == "current":
+            raise InputError("this model re-encodes demos at every step (demo_timestep='current'); "
+                             "its demo tokens cannot be computed once and cached")
+        _, demo_sets, caption_sets = normalize_request("", subject_images, subject_captions)
+        return self.encode_demos(self.prepare_demos(demo_sets, caption_sets), timestep)  # (1, M, D)
+
+    def _check_subject_embeds(self, subject_embeds: Any, n_prompts: int) -> DemoContext:
+        """One DemoContext (n_prompts, M, D) from a context (batch 1 or n_prompts) or a list, one per prompt."""
+        items = list(subject_embeds) if isinstance(subject_embeds, (list, tuple)) else [subject_embeds]
+        for i, c in enumerate(items):
+            if not isinstance(c, DemoContext):
+                raise InputError(f"subject_embeds[{i}]: expected a DemoContext from pipe.encode_subject(...), "
+                                 f"got {type(c).__name__}")
+        dim = self.subject.demo_encoder.level_emb.shape[1]
+        for i, c in enumerate(items):
+            if c.tokens.shape[-1] != dim:
+                raise InputError(f"subject_embeds[{i}]: token width {c.tokens.shape[-1]} does not match this "
+                                 f"model's demo tokens ({dim}); were they encoded by another model?")
+        if len(items) > 1 and (len(items) != n_prompts or any(c.batch_size != 1 for c in items)):
+            raise InputError(f"subject_embeds: give one context (batch 1) per prompt; got {len(items)} for "
+                             f"{n_prompts} prompts")
+        ctx = DemoContext.cat_padded(items)
+        if ctx.batch_size == 1 and n_prompts > 1:
+            ctx = ctx.repeat_interleave(n_prompts)
+        if ctx.batch_size != n_prompts:
+            raise InputError(f"subject_embeds: batch {ctx.batch_size} does not match {n_prompts} prompts")
+        dev = self._execution_device
+        return DemoContext(ctx.tokens.to(dev, self.unet.dtype), ctx.full_mask().to(dev), None)
+
     # -- checks -------------------------------------------------------------------------------------------
     def check_inputs(self, num_inference_steps, guidance_scale, subject_guidance_scale, num_images_per_prompt,
                      guidance_mode, demo_timestep, output_type) -> None:
@@ -161,6 +199,9 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
         guidance_mode: str = "dual",
         demo_timestep: int | str | None = None,
         reencode_demos: bool = False,
+        subject_embeds: DemoContext | list[DemoContext] | None = None,
+        retriever: Any = None,
+        retrieval_k: int = 4,
         generator: torch.Generator | list[torch.Generator] | None = None,
         eta: float = 0.0,
         output_type: str = "pil",
@@ -178,6 +219,12 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
                 (0). "current" re-encodes demos at every step at that step's timestep (an ablation).
             reencode_demos: re-encode the demos at every step even at a fixed timestep (benchmark/test of
                 the cache; gives the same images as encoding once).
+            subject_embeds: demo tokens from `encode_subject` (one per prompt, or one for all) instead
+                of `subject_images`: demo encoding is skipped entirely.
+            retriever: Re-Imagen mode, instead of `subject_images`: an object with
+                `.search(texts, k, same_cluster=True)` (e.g. `retrieval.NeighborRetriever`); each prompt's
+                demos are the `retrieval_k` best members of its best-matching cluster, recorded in
+                `output.neighbors`.
             generator: a generator, or a list with one per prompt or one per image.
         """
         # 1. check inputs
@@ -185,9 +232,26 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
             demo_timestep = self.subject.config.demo_timestep if self.subject is not None else 0
         self.check_inputs(num_inference_steps, guidance_scale, subject_guidance_scale, num_images_per_prompt,
                           guidance_mode, demo_timestep, output_type)
+        given = [n for n, v in (("subject_images", subject_images), ("subject_embeds", subject_embeds),
+                                ("retriever", retriever)) if v is not None]
+        if len(given) > 1:
+            raise InputError(f"give only one demo source, got {' and '.join(given)}")
+        if given and self.subject is None:
+            raise InputError(f"{given[0]} given, but this pipeline has no subject layers")
+        used = None
+        if retriever is not None:  # Re-Imagen: demos are a catalog cluster's members
+            if subject_captions is not None:
+                raise InputError("subject_captions: given with a retriever (retrieved demos bring their own captions)")
+            prompts = normalize_request(prompt, None, None)[0]
+            subject_images, subject_captions, used = retrieve_demos(retriever, prompts, retrieval_k)
+            if isinstance(prompt, str):
+                subject_images, subject_captions = subject_images[0], subject_captions[0]
         prompts, demo_sets, caption_sets = normalize_request(prompt, subject_images, subject_captions)
-        if demo_sets is not None and self.subject is None:
-            raise InputError("subject_images given, but this pipeline has no subject layers")
+        cached = None
+        if subject_embeds is not None:
+            if demo_timestep == "current" or reencode_demos:
+                raise InputError("subject_embeds are fixed demo tokens; they cannot be re-encoded at every step")
+            cached = self._check_subject_embeds(subject_embeds, len(prompts))
         n_img = num_images_per_prompt
         batch = len(prompts) * n_img
         generator = self._generators(generator, len(prompts), n_img)
@@ -199,8 +263,10 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
         uncond = self.encode_text([""])[0].expand_as(cond)  # (B, L, D)
 
         # 3. encode demos ONCE (cached for every step) unless re-encoding per step was asked for
-        demos = ctx = None
+        demos, ctx = None, None
         per_step = demo_sets is not None and (demo_timestep == "current" or reencode_demos)
+        if cached is not None:
+            ctx = cached.repeat_interleave(n_img)  # (B, M, D) given by the caller: no encoding at all
         if demo_sets is not None:
             names = (["subject_images"] if isinstance(prompt, str)
                      else [f"subject_images[{i}]" for i in range(len(demo_sets))])
@@ -220,7 +286,7 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
 
         # 6. denoise
         for i, t in enumerate(self.progress_bar(timesteps)):
-            passes = plan_passes(guidance_mode, i, guidance_scale, subject_guidance_scale, demos is not None)
+            passes = plan_passes(guidance_mode, i, guidance_scale, subject_guidance_scale, ctx is not None or per_step)
             x_in = self.scheduler.scale_model_input(torch.cat([latents] * len(passes)), t)  # (P*B, C, s, s)
             text_in = torch.cat([cond if p.text else uncond for p in passes])  # (P*B, L, D)
             states: Any = text_in
@@ -243,4 +309,4 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return (image,)
-        return SuTIPipelineOutput(images=image)
+        return SuTIPipelineOutput(images=image, neighbors=used)
