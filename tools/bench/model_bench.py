@@ -1,0 +1,122 @@
+"""Model benchmark: the cost of subject conditioning (P2) and of caching the demo tokens (P3).
+
+    python -m tools.bench.model_bench --out bench/model.json [--preset world] [--steps 20] [--repeats 5]
+
+Every configuration samples the same prompt from the same noise with the same UNet, scheduler, step
+count and batch; configurations are interleaved within each repeat so that machine noise hits them
+alike, and ratios are taken between medians of the same run.
+
+P2  subject 2-pass  = dual guidance with s_subj = s_text: passes e(∅,∅) and e(t,d)   (3 demos)
+    text 2-pass     = plain classifier-free guidance: passes e(∅,∅) and e(t,∅)      (no demos)
+    dual 3-pass     = dual guidance with s_subj ≠ s_text: e(∅,∅), e(t,∅), e(t,d)
+    targets: subject 2-pass / text 2-pass ≤ 1.15; dual 3-pass / text 2-pass ≤ 1.6
+P3  re-encoded      = demos run through the UNet's down path again at every step (t = 0)
+    cached          = demos encoded once per request (the default)
+    target: re-encoded / cached ≥ 1.7 at 3 demos
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import time
+from importlib import metadata
+from pathlib import Path
+
+
+def _demos(n: int, size: int):
+    from suti.world import Context, make_subject, render
+
+    subject = make_subject(3, seed=0)
+    scenes = ["beach", "jungle", "snow", "desert", "grass"]
+    return [render(subject, Context(scene=scenes[i % len(scenes)]), size) for i in range(n)]
+
+
+def _configs(demos: list, captions: list[str], s_text: float) -> dict[str, dict]:
+    subj = dict(subject_images=demos, subject_captions=captions)
+    return {
+        "text_2pass": dict(guidance_scale=s_text),
+        "subject_2pass": dict(guidance_scale=s_text, subject_guidance_scale=s_text, **subj),
+        "dual_3pass": dict(guidance_scale=s_text, subject_guidance_scale=s_text / 2, **subj),
+        "dual_3pass_reencoded": dict(guidance_scale=s_text, subject_guidance_scale=s_text / 2,
+                                     reencode_demos=True, **subj),
+    }
+
+
+def run(preset: str, steps: int, repeats: int, batch: int, n_demos: int, threads: int | None) -> dict:
+    import numpy as np
+    import torch
+
+    from suti.pipeline import SuTIPipeline
+    from suti.world import Context, caption, make_subject
+
+    if threads:
+        torch.set_num_threads(threads)
+    pipe = SuTIPipeline.from_config(preset)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.subject.set_gates(0.5)  # a trained-looking gate; timing does not depend on its value
+    demos = _demos(n_demos, pipe.image_size)
+    rng = np.random.default_rng(0)
+    captions = [caption(make_subject(3, seed=0), Context(scene="beach"), rng) for _ in demos]
+    configs = _configs(demos, captions, s_text=5.0)
+
+    def once(kw: dict) -> float:
+        t0 = time.perf_counter()
+        pipe("a circle on the beach", num_images_per_prompt=batch, num_inference_steps=steps,
+             generator=torch.Generator().manual_seed(0), output_type="np", **kw)
+        return time.perf_counter() - t0
+
+    for kw in configs.values():  # warm-up (allocator, kernels)
+        once(kw)
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(repeats):
+        for name, kw in configs.items():
+            times[name].append(once(kw))
+    med = {name: statistics.median(v) for name, v in times.items()}
+    ratios = {
+        "P2_subject_2pass_over_text_2pass": med["subject_2pass"] / med["text_2pass"],
+        "P2_dual_3pass_over_text_2pass": med["dual_3pass"] / med["text_2pass"],
+        "P3_reencoded_over_cached": med["dual_3pass_reencoded"] / med["dual_3pass"],
+    }
+    targets = {"P2_subject_2pass_over_text_2pass": ("<=", 1.15), "P2_dual_3pass_over_text_2pass": ("<=", 1.6),
+               "P3_reencoded_over_cached": (">=", 1.7)}
+    return {
+        "preset": preset, "image_size": pipe.image_size, "steps": steps, "batch": batch, "demos": n_demos,
+        "repeats": repeats, "torch_threads": torch.get_num_threads(),
+        "unet_params_m": round(sum(p.numel() for p in pipe.unet.parameters()) / 1e6, 2),
+        "seconds": {name: [round(x, 4) for x in v] for name, v in times.items()},
+        "median_seconds": {k: round(v, 4) for k, v in med.items()},
+        "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "targets_met": {k: (ratios[k] <= t if op == "<=" else ratios[k] >= t) for k, (op, t) in targets.items()},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m tools.bench.model_bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    ap.add_argument("--preset", default="world", help="model preset (random weights: timing only)")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs per configuration (median taken)")
+    ap.add_argument("--batch", type=int, default=4, help="images per request")
+    ap.add_argument("--demos", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = ap.parse_args(argv)
+    if args.repeats < 5 or args.steps < 1 or args.batch < 1 or not 1 <= args.demos <= 8:
+        ap.error("need --repeats >= 5, --steps >= 1, --batch >= 1 and 1 <= --demos <= 8")
+    result = run(args.preset, args.steps, args.repeats, args.batch, args.demos, args.threads)
+    result["machine"] = {"python": platform.python_version(), "torch": metadata.version("torch"),
+                         "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({"median_seconds": result["median_seconds"], "ratios": result["ratios"],
+                      "targets_met": result["targets_met"], "peak_rss_mb": result["peak_rss_mb"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
