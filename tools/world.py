@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import typer
@@ -52,6 +50,7 @@ def show(
     """Write a contact sheet: one subject across the five skills."""
     from suti.world.context import Context
     from suti.world.sheet import contact_sheet
+    from retrieval.atomic import atomic_write
     from suti.world.traits import make_subject
 
     out = Path(out).expanduser().absolute()
@@ -60,21 +59,6 @@ def show(
     if out.is_dir():
         raise InputError(f"{out} is a directory, expected a .png file path")
     sheet = contact_sheet(make_subject(subject_id, seed), size=size, base=Context(style=style), zoom=zoom)
-    _save_atomic(sheet, out)
+    atomic_write(out, lambda f: sheet.save(f, format="PNG"))
     typer.echo(f"wrote {out} ({sheet.width}x{sheet.height})")
 
-
-def _save_atomic(image, out: Path) -> None:
-    """Write a PNG through a temporary file in the same directory, then rename."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    except OSError as e:
-        raise InputError(f"cannot write to {out.parent}: {e.strerror}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format="PNG")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
