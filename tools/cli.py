@@ -36,12 +36,16 @@ def _root(
 
 
 def _register() -> None:
+    from tools import eval_human as eval_human_cmd
     from tools import generate as generate_cmd
     from tools import index as index_cmd
     from tools import world as world_cmd
 
     app.add_typer(world_cmd.app, name="world", help="Build and inspect the procedural subject world.")
     app.add_typer(index_cmd.app, name="index", help="Build and query the FAISS neighbour index.")
+    eval_app = typer.Typer(no_args_is_help=True, help="Evaluate systems: automatic graders and human studies.")
+    eval_app.add_typer(eval_human_cmd.app, name="human", help="Blinded multi-rater human studies: create, serve, report.")
+    app.add_typer(eval_app, name="eval", help="Evaluate systems: automatic graders and human studies.")
     app.command("generate", help="Render a subject from reference photos (or a catalog index) in a new context.")(
         generate_cmd.generate)
 
