@@ -4,7 +4,8 @@ Arrays in, arrays out; only `embed` touches a model. Importing this package load
 (torch, open_clip, faiss, pandas and datasets are imported inside the functions that need them).
 
     embed   load_embedder(ClipSpec(...)), embed_rows(rows, dir, embedder) -> shards + metadata
-    mine    mine(image, text, urls, MineConfig()) -> MineResult; noise_removal_metrics(...)
+    mine    mine(image, text, urls, MineConfig(), engine="local"|"spark") -> MineResult;
+            noise_removal_metrics(...); retrieval.spark.mine_frame(spark_df) at web scale
     index   build_index(vectors, dir, memory_budget_bytes=...) -> IndexInfos; load_index(dir)
     search  NeighborRetriever(dir, embedder=...).search(query, k, same_cluster=True) -> Neighbors
 """

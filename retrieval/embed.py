@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from retrieval.atomic import sha256_file, write_json
-from retrieval.reader import iter_shards, load_image, split_row
+from retrieval.reader import RESERVED, iter_shards, load_image, split_row
 from retrieval.shards import INFO_FILE, completed_shards, read_info, write_shard
 from suti.errors import ConfigError, InputError, ModelLoadError
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 DTYPES = ("float32", "float16")
+SKIP_EXAMPLES = 20  # unreadable-image messages kept in EmbedStats.skipped
 
 
 @dataclass(frozen=True)
@@ -158,12 +159,19 @@ class EmbedStats:
     dim: int = 0
     dtype: str = "float32"
     shards: list[int] = field(default_factory=list)  # indices written by this run
+    images_skipped: int = 0  # unreadable images left out by this run (not fatal)
+    skipped: list[str] = field(default_factory=list)  # the first SKIP_EXAMPLES reasons ("row 7: cannot read ...")
 
 
 def embed_rows(source: Iterable[Mapping[str, Any]], out_dir: str | os.PathLike, embedder: ClipEmbedder,
                batch_size: int = 64, shard_size: int = 4096, dtype: str = "float32",
                progress: bool = True) -> EmbedStats:  # fmt: skip
-    """Embed every row's image and caption into shards under `out_dir`; completed shards are skipped."""
+    """Embed every row's image and caption into shards under `out_dir`; completed shards are skipped.
+
+    A row whose image cannot be read (missing file, corrupt bytes) is left out of its shard and
+    counted in `EmbedStats.images_skipped`; `source_row` keeps the input position of every kept row.
+    A malformed row (no caption, no image field) is an InputError; so is an empty source.
+    """
     from tqdm import tqdm
 
     if dtype not in DTYPES:
@@ -189,20 +197,38 @@ def embed_rows(source: Iterable[Mapping[str, Any]], out_dir: str | os.PathLike, 
         if done and total is not None:
             bar.update(min(total, sum(min(shard_size, total - i * shard_size) for i in done if i * shard_size < total)))
         for index, first, rows in iter_shards(source, shard_size, done):
-            pairs = [split_row(row, first + j) for j, row in enumerate(rows)]
-            images = [load_image(img, f"row {rec['source_row']}") for img, rec in pairs]
+            images, records = _readable(rows, first, stats)
             img = embedder.embed_images(images, batch_size)
-            txt = embedder.embed_texts([rec["caption"] for _, rec in pairs], batch_size)
-            write_shard(out, index, img.astype(dtype), txt.astype(dtype), _frame([rec for _, rec in pairs]))
-            stats.rows += len(rows)
+            txt = embedder.embed_texts([rec["caption"] for rec in records], batch_size)
+            write_shard(out, index, img.astype(dtype), txt.astype(dtype), _frame(records))
+            stats.rows += len(records)
             stats.shards_written += 1
             stats.shards.append(index)
             bar.update(len(rows))
     stats.shards_skipped = len(done)
+    if not done and not stats.shards_written:
+        raise InputError("the catalog is empty: no rows to embed")
     stats.seconds = time.perf_counter() - start
     stats.images_per_second = stats.rows / stats.seconds if stats.rows and stats.seconds > 0 else 0.0
     log.info("embedded %d rows in %.1f s (%.1f images/s)", stats.rows, stats.seconds, stats.images_per_second)
     return stats
+
+
+def _readable(rows: list, first: int, stats: EmbedStats) -> tuple[list, list[dict[str, Any]]]:
+    """(decoded images, metadata records) of the rows whose image can be read; the others are counted."""
+    images, records = [], []
+    for j, row in enumerate(rows):
+        value, record = split_row(row, first + j)
+        try:
+            images.append(load_image(value, f"row {record['source_row']}"))
+        except InputError as e:
+            stats.images_skipped += 1
+            if len(stats.skipped) < SKIP_EXAMPLES:
+                stats.skipped.append(str(e))
+            log.warning("skipping unreadable image: %s", e)
+            continue
+        records.append(record)
+    return images, records
 
 
 def _check_resume(out: Path, info: dict[str, Any]) -> None:
@@ -222,7 +248,7 @@ def _frame(records: list[dict[str, Any]]):
     """Metadata records as a DataFrame with the reserved columns first and stable dtypes."""
     import pandas as pd
 
-    frame = pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records, columns=None if records else list(RESERVED))
     frame["id"] = frame["id"].astype(str)
     frame["source_row"] = frame["source_row"].astype("int64")
     frame["cluster"] = frame["cluster"].astype("int64")

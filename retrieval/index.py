@@ -25,7 +25,7 @@ import numpy as np
 from retrieval.atomic import sha256_file, write_json, write_parquet
 from retrieval.errors import IndexCorruptError, IndexLoadError, IndexMismatchError
 from retrieval.index_infos import INDEX_FILE, INFOS_FILE, METADATA_FILE, IndexInfos, read_infos
-from retrieval.index_plan import IndexPlan, plan_index
+from retrieval.index_plan import FLAT_MAX_N, HNSW_MAX_N, IndexPlan, plan_index
 from retrieval.index_tune import evaluate, tune
 from suti.errors import InputError
 
@@ -51,8 +51,8 @@ def _faiss_metric(metric: str):
 
 def build_index(vectors: Any, out_dir: str | os.PathLike, metric: str = "ip", memory_budget_bytes: int | None = None,
                 *, metadata: Any = None, queries: Any = None, k: int = 10, target_recall: float = 0.95,
-                n_queries: int = 200, index_key: str | None = None, flat_max_n: int = 100_000,
-                hnsw_max_n: int = 5_000_000, disk_refine: bool = True, refine_k_factor: int = 8,
+                n_queries: int = 200, index_key: str | None = None, flat_max_n: int = FLAT_MAX_N,
+                hnsw_max_n: int = HNSW_MAX_N, disk_refine: bool = True, refine_k_factor: int = 8,
                 seed: int = 0) -> IndexInfos:  # fmt: skip
     """Build, tune, measure and write an index over `vectors`; returns what `index_infos.json` holds.
 

@@ -15,9 +15,20 @@ Rules, first match wins (bytes are resident memory of the loaded index; estimate
 Flat and HNSW are always counted as resident: exact search reads every vector per query and HNSW
 reads vectors all over the graph, so memory-mapping them saves nothing under load.
 
-Measured on 2 cores (ARCHITECTURE §7): exact search costs ~168 ms/query at 1M x 512, HNSW32 ~0.8 ms
-at recall@10 ~0.9 but 2.2 GB; IVF-PQ needs exact re-ranking to reach useful recall. Hence flat up to
-~100k vectors, HNSW while memory allows, IVF-PQ with refinement beyond.
+Measured by benchmark P4 (`tools/bench/index_bench.py`, clustered 512-d vectors, 2 busy cores,
+wall-clock p50 of single queries, recall@10 vs exact on held-out queries, search parameters tuned
+to recall 0.96 on other held-out queries):
+
+    n = 100k   Flat 156 ms; HNSW32 0.16 ms @ 0.98 (ef 32); IVF1024,PQ64x8,RFlat 0.11 ms @ 0.95 (tuned to 0.95)
+    n = 250k   HNSW32 0.23 ms @ 0.97 (ef 64), 4.3 min build; IVF2048,PQ64x8,RFlat 0.15 ms @ 0.98
+    n = 1M     Flat 507 ms; HNSW32 3.8 ms @ 0.94 even at ef 512, 21 min build, 2.3 GB resident;
+               IVF2048,PQ64x8,RFlat 0.22 ms @ 0.97 (nprobe 2, k_factor_rf 8), 4 min build, ~76 B resident
+
+HNSW needs ever larger efSearch as n grows (ef 32 -> 512 for 100k -> 1M at the same recall), so it
+is chosen only up to HNSW_MAX_N; beyond, IVF-PQ with exact re-ranking meets p50 <= 2 ms at recall@10
+>= 0.95 with a fraction of the memory and build time. (Before this measurement HNSW was chosen up to
+5M vectors.) RFlat re-ranking reads ~k_factor * k vectors per query from the memory-mapped file: it
+is fast while they sit in the page cache, and costs disk reads per query when RAM is short.
 """
 
 from __future__ import annotations
@@ -32,6 +43,8 @@ METRICS = ("ip", "l2")
 PQ_SUBQUANTIZERS = (64, 48, 32, 24, 16, 12, 8, 4, 2, 1)
 MIN_TRAIN_PER_CENTROID = 39  # FAISS k-means warns below this many training points per centroid
 MIN_COMPRESSED_N = 256  # fewer vectors cannot train an IVF-PQ index
+FLAT_MAX_N = 100_000
+HNSW_MAX_N = 250_000  # benchmark P4: HNSW32 misses p50 <= 2 ms at recall@10 0.95 at 1M vectors
 
 
 @dataclass(frozen=True)
@@ -54,7 +67,7 @@ class IndexPlan:
 
 
 def plan_index(n: int, dim: int, metric: str = "ip", memory_budget_bytes: int | None = None,
-               flat_max_n: int = 100_000, hnsw_max_n: int = 5_000_000, hnsw_m: int = 32,
+               flat_max_n: int = FLAT_MAX_N, hnsw_max_n: int = HNSW_MAX_N, hnsw_m: int = 32,
                max_train: int = 100_000, disk_refine: bool = True) -> IndexPlan:  # fmt: skip
     """The index for `n` vectors of `dim` dimensions (ConfigError when nothing fits the budget)."""
     for name, v in (("n", n), ("dim", dim), ("flat_max_n", flat_max_n), ("hnsw_max_n", hnsw_max_n), ("hnsw_m", hnsw_m)):

@@ -1,21 +1,28 @@
 """Pairs -> clusters: group by source page, CLIP-score filters, near-duplicate removal, size limits.
 
-Stages (each a pure numpy/pandas function of row-aligned arrays, so an engine such as Spark can run
-them per group; `mine` is the in-process engine):
+Stages (pure numpy functions of row-aligned arrays; an engine runs the per-row stages on every row
+and `filter_group` on the rows of each page group):
 
 1. `group_by_url`      rows -> page group (normalised source URL); unparsable URL => "bad_url"
-2. `medoid_scores`     cosine of each image to its group's medoid image      < min => "off_medoid"
-3. `caption_scores`    cosine of each image to its own caption's embedding   < min => "caption_mismatch"
-4. `near_duplicates`   inside a group, in row order (dedup_keep="first") or best medoid cosine
+2. `group_overflow`    a group of more than max_group_rows rows keeps a deterministic pseudo-random
+                       sample of that many (`row_priority` order)                 => "group_overflow"
+3. `medoid_scores`     cosine of each image to its group's medoid image      < min => "off_medoid"
+4. `caption_scores`    cosine of each image to its own caption's embedding   < min => "caption_mismatch"
+5. `near_duplicates`   inside a group, in row order (dedup_keep="first") or best medoid cosine
                        first ("best"), an image with cosine >= dedup_cos to an
                        already kept image                                           => "near_duplicate"
-5. `size_limits`       groups left with < min_cluster_size rows                 => "small_cluster";
+6. `size_limits`       groups left with < min_cluster_size rows                 => "small_cluster";
                        groups over max_cluster_size keep their best rows (medoid cosine, then row
                        order)                                                    => "cluster_cap"
 
 Each row gets the first reason that drops it. Kept groups become clusters 0..C-1 (first-seen order).
+Stage 2 bounds the work of one group (memory ~ max_group_rows x D floats, dedup ~ max_group_rows^2)
+so one huge page cannot exhaust a worker; the Spark engine applies it before shuffling vectors.
 Thresholds are cosines of the embedding model in use and must be calibrated per model; the defaults
 are an uncalibrated starting point for CLIP-like embeddings.
+
+Engines: `mine(..., engine="local")` (in-process, default) or `engine="spark"` (`retrieval.spark`,
+needs pyspark and Java); both give the same row table.
 """
 
 from __future__ import annotations
@@ -31,7 +38,9 @@ import numpy as np
 from retrieval.urls import url_keys
 from suti.errors import InputError
 
-REASONS = ("bad_url", "off_medoid", "caption_mismatch", "near_duplicate", "small_cluster", "cluster_cap")
+ENGINES = ("local", "spark")
+REASONS = ("bad_url", "group_overflow", "off_medoid", "caption_mismatch", "near_duplicate", "small_cluster",
+           "cluster_cap")
 NOISE_REASONS = ("off_medoid", "caption_mismatch", "near_duplicate")  # claims that a row is noise
 MEDOID_SAMPLE = 2048  # larger groups find their medoid on a deterministic sample of this many rows
 
@@ -46,13 +55,14 @@ class MineConfig:
     min_cluster_size: int = 3
     max_cluster_size: int = 64
     dedup_keep: str = "first"  # which copy of a near-duplicate set survives: "first" (row order) or "best"
+    max_group_rows: int = 4096  # a larger page group is sampled down to this many rows first
 
     def check(self) -> MineConfig:
         for name in ("min_medoid_cos", "min_caption_cos", "dedup_cos"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not -1.0 <= v <= 1.0:
                 raise InputError(f"{name} must be a cosine in [-1, 1], got {v!r}")
-        for name in ("min_cluster_size", "max_cluster_size"):
+        for name in ("min_cluster_size", "max_cluster_size", "max_group_rows"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InputError(f"{name} must be a positive integer, got {v!r}")
@@ -60,6 +70,9 @@ class MineConfig:
             raise InputError(f"dedup_keep must be 'first' or 'best', got {self.dedup_keep!r}")
         if self.min_cluster_size > self.max_cluster_size:
             raise InputError(f"min_cluster_size {self.min_cluster_size} exceeds "
+                             f"max_cluster_size {self.max_cluster_size}")  # fmt: skip
+        if self.max_group_rows < self.max_cluster_size:
+            raise InputError(f"max_group_rows {self.max_group_rows} is below "
                              f"max_cluster_size {self.max_cluster_size}")  # fmt: skip
         return self
 
@@ -85,6 +98,24 @@ def _members(group: np.ndarray, rows: np.ndarray | None = None) -> list[np.ndarr
     pos, g = pos[order], g[order]
     cuts = np.flatnonzero(np.diff(g)) + 1
     return np.split(pos, cuts) if len(pos) else []
+
+
+def row_priority(rows: np.ndarray) -> np.ndarray:
+    """A pseudo-random, deterministic int64 >= 0 per row number (splitmix64 >> 1): the sampling order."""
+    z = np.asarray(rows, dtype=np.int64).astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return ((z ^ (z >> np.uint64(31))) >> np.uint64(1)).astype(np.int64)
+
+
+def group_overflow(group: np.ndarray, priority: np.ndarray, max_rows: int) -> np.ndarray:
+    """Mask of rows beyond the `max_rows` lowest-priority rows (ties by row order) of their group."""
+    over = np.zeros(len(group), bool)
+    for rows in _members(group):
+        if len(rows) > max_rows:
+            order = np.lexsort((rows, priority[rows]))
+            over[rows[order[max_rows:]]] = True
+    return over
 
 
 def medoid_scores(image: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -140,6 +171,28 @@ def size_limits(group: np.ndarray, keep: np.ndarray, score: np.ndarray, min_size
             order = np.lexsort((rows, -score[rows]))  # best score first, ties by row order
             capped[rows[order[max_size:]]] = True
     return small, capped
+
+
+def filter_group(image: np.ndarray, caption_cos: np.ndarray, config: MineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Stages 3-6 on the rows of ONE page group, in row order: (medoid cosine, reason or "") per row.
+
+    Every engine calls this once per group, so their results agree row for row.
+    """
+    one = np.zeros(len(image), np.int64)
+    reason = np.full(len(image), "", dtype=object)
+
+    def drop(mask: np.ndarray, why: str) -> None:
+        reason[mask & (reason == "")] = why
+
+    med = medoid_scores(image, one)
+    drop(~(med >= config.min_medoid_cos), "off_medoid")
+    drop(caption_cos < config.min_caption_cos, "caption_mismatch")
+    priority = med if config.dedup_keep == "best" else None
+    drop(near_duplicates(image, one, reason == "", config.dedup_cos, priority), "near_duplicate")
+    small, capped = size_limits(one, reason == "", med, config.min_cluster_size, config.max_cluster_size)
+    drop(small, "small_cluster")
+    drop(capped, "cluster_cap")
+    return med, reason
 
 
 # ---------------------------------------------------------------- the in-process engine
@@ -199,28 +252,37 @@ class MineResult:
         return out
 
 
-def mine(image: np.ndarray, text: np.ndarray, urls: Sequence[str], config: MineConfig | None = None) -> MineResult:
-    """Run all stages on row-aligned image embeddings, caption embeddings and source URLs."""
-    import pandas as pd
+def mine(image: np.ndarray, text: np.ndarray, urls: Sequence[str], config: MineConfig | None = None,
+         engine: str = "local", **engine_options: Any) -> MineResult:  # fmt: skip
+    """Run all stages on row-aligned image embeddings, caption embeddings and source URLs.
 
+    engine="spark" runs them on Spark (`retrieval.spark.mine_spark`; options: spark=SparkSession,
+    master="local[2]", partitions=...); the result is the same.
+    """
+    if engine not in ENGINES:
+        raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "spark":
+        from retrieval.spark import mine_spark
+
+        return mine_spark(image, text, urls, config, **engine_options)
+    if engine_options:
+        raise InputError(f"the local engine takes no options, got {sorted(engine_options)}")
     config = (config or MineConfig()).check()
-    image, text = _check_arrays(image, text, len(urls))
+    image, text = check_arrays(image, text, len(urls))
     group, keys = group_by_url(urls)
-    reason = np.full(len(group), "", dtype=object)
-
-    def drop(mask: np.ndarray, why: str) -> None:
-        reason[mask & (reason == "")] = why
-
-    drop(group < 0, "bad_url")
-    med = medoid_scores(image, group)
     cap = caption_scores(image, text)
-    drop(~(med >= config.min_medoid_cos), "off_medoid")  # NaN (bad URL) counts as failing
-    drop(cap < config.min_caption_cos, "caption_mismatch")
-    priority = med if config.dedup_keep == "best" else None
-    drop(near_duplicates(image, group, reason == "", config.dedup_cos, priority), "near_duplicate")
-    small, capped = size_limits(group, reason == "", med, config.min_cluster_size, config.max_cluster_size)
-    drop(small, "small_cluster")
-    drop(capped, "cluster_cap")
+    over = group_overflow(group, row_priority(np.arange(len(group))), config.max_group_rows)
+    reason = np.where(group < 0, "bad_url", np.where(over, "group_overflow", "")).astype(object)
+    med = np.full(len(group), np.nan, np.float32)
+    for rows in _members(group, np.flatnonzero(reason == "")):
+        med[rows], reason[rows] = filter_group(image[rows], cap[rows], config)
+    return assemble(keys, group, med, cap, reason, config)
+
+
+def assemble(keys: Sequence[str], group: np.ndarray, med: np.ndarray, cap: np.ndarray, reason: np.ndarray,
+             config: MineConfig) -> MineResult:  # fmt: skip
+    """The row table (cluster ids 0..C-1 in order of each kept group's first row) and its stats."""
+    import pandas as pd
 
     kept = reason == ""
     cluster_id = np.full(len(group), -1, np.int64)
@@ -238,7 +300,7 @@ def mine(image: np.ndarray, text: np.ndarray, urls: Sequence[str], config: MineC
     return MineResult(table, _stats(table, config, len(keys)))
 
 
-def _check_arrays(image: np.ndarray, text: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def check_arrays(image: np.ndarray, text: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     image = np.asarray(image, dtype=np.float32)
     text = np.asarray(text, dtype=np.float32)
     if image.ndim != 2 or text.shape != image.shape:

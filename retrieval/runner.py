@@ -24,7 +24,7 @@ from retrieval.index_infos import IndexInfos
 from retrieval.mine import MineConfig, mine
 from retrieval.search import NeighborRetriever
 from retrieval.shards import load_embeddings
-from suti.errors import ConfigError
+from suti.errors import ConfigError, InputError
 
 EMBEDDER_FILE = "embedder.json"
 
@@ -42,18 +42,24 @@ class BuildReport:
 def build_from_rows(source: Iterable[Mapping[str, Any]], out_dir: str | os.PathLike, embedder: ClipEmbedder, *,
                     mine_config: MineConfig | None = None, memory_budget_bytes: int | None = None,
                     batch_size: int = 64, shard_size: int = 4096, progress: bool = True, seed: int = 0,
+                    engine: str = "local", engine_options: Mapping[str, Any] | None = None,
                     **index_kwargs: Any) -> BuildReport:  # fmt: skip
     """Embed (resumable), optionally mine clusters, and index the image embeddings under `out_dir`.
 
+    Mining runs on `engine` ("local" or "spark", with `engine_options` such as master="local[2]").
     The index's recall is measured with caption embeddings as queries (text -> image search).
     """
     out = Path(out_dir)
     stats = embed_rows(source, out / "embeddings", embedder, batch_size=batch_size, shard_size=shard_size,
                        progress=progress)  # fmt: skip
     emb = load_embeddings(out / "embeddings")
+    if len(emb) == 0:
+        raise InputError(f"no readable image in the catalog ({stats.images_skipped} unreadable skipped, e.g. "
+                         f"{stats.skipped[:1]})")  # fmt: skip
     mine_stats = None
     if mine_config is not None:
-        result = mine(emb.image, emb.text, emb.metadata["url"].tolist(), mine_config)
+        result = mine(emb.image, emb.text, emb.metadata["url"].tolist(), mine_config, engine=engine,
+                      **dict(engine_options or {}))  # fmt: skip
         result.save(out / "mine")
         mine_stats = result.stats
         keep = result.kept

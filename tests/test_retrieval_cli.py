@@ -95,6 +95,10 @@ def test_user_errors_are_one_line_exit_2(tmp_path, model, folder, capsys):
                  "--checkpoint", model.checkpoint]) == 2  # fmt: skip
     assert "unknown open_clip model" in capsys.readouterr().err
     assert main(["query", "--index", str(tmp_path), "--text", "x", "--image", str(folder / "1.png")]) == 2
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "captions.jsonl").write_text("\n")
+    assert main(["build", "--images", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), *_model_args(model)]) == 2
+    assert "lists no images" in capsys.readouterr().err
     assert main(["--help"]) == 0
 
 
@@ -121,3 +125,35 @@ def test_read_dataset_dir_selects_a_split_column(tmp_path):
         read_dataset_dir(tmp_path / "ds", "val")
     with pytest.raises(InputError, match="not found"):
         read_dataset_dir(tmp_path / "missing")
+
+
+def test_unreadable_images_are_skipped_and_k_must_be_positive(tmp_path, model, folder, capsys):
+    import shutil
+
+    root = tmp_path / "images"
+    shutil.copytree(folder, root)
+    (root / "broken.png").write_bytes(b"\x89PNG truncated")
+    with open(root / "captions.jsonl", "a") as f:
+        f.write(json.dumps({"file": "broken.png", "caption": "a broken file", "url": "https://x.example/b"}) + "\n")
+    out = tmp_path / "index"
+    assert main(["build", "--images", str(root), "--out", str(out), "--no-progress", *_model_args(model)]) == 0
+    said = capsys.readouterr().out
+    assert "embedded 12 new rows" in said and "skipped 1 unreadable image(s), e.g. row 12: cannot read image" in said
+    assert main(["query", "--index", str(out), "--text", "photo", "-k", "0"]) == 2
+    assert "k must be a positive integer" in capsys.readouterr().err
+    # nothing readable at all: a clear error, not an empty index
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.png").write_bytes(b"nope")
+    (bad / "captions.jsonl").write_text(json.dumps({"file": "x.png", "caption": "x"}) + "\n")
+    assert main(["build", "--images", str(bad), "--out", str(tmp_path / "o"), "--no-progress",
+                 *_model_args(model)]) == 2  # fmt: skip
+    assert "no readable image in the catalog (1 unreadable skipped" in capsys.readouterr().err
+
+
+def test_engine_flags_are_checked_before_any_work(tmp_path, capsys):
+    common = ["build", "--images", str(tmp_path), "--out", str(tmp_path / "o"), "--model-name", "x"]
+    assert main([*common, "--engine", "spark"]) == 2
+    assert "add --mine" in capsys.readouterr().err
+    assert main([*common, "--mine", "--engine", "dask"]) == 2
+    assert "--engine must be local or spark" in capsys.readouterr().err

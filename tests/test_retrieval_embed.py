@@ -107,9 +107,27 @@ def test_images_from_paths_and_bad_rows(tmp_path, embedder):
     with pytest.raises(InputError, match="row 1: caption"):
         embed_rows([{"path": str(path), "caption": "x"}, {"path": str(path)}], tmp_path / "e2", embedder,
                    progress=False)  # fmt: skip
+    with pytest.raises(InputError, match="catalog is empty"):
+        embed_rows([], tmp_path / "e0", embedder, progress=False)
+
+
+def test_unreadable_images_are_skipped_and_counted(tmp_path, embedder):
+    """Corrupt bytes or a missing file: the row is left out and counted; the others stay aligned."""
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(InputError, match="cannot read image"):
-        embed_rows([{"path": str(tmp_path / "bad.png"), "caption": "x"}], tmp_path / "e3", embedder, progress=False)
+    data = rows(6)
+    data[1] = {"path": str(tmp_path / "bad.png"), "caption": "corrupt", "id": "bad"}
+    data[4] = {"path": str(tmp_path / "missing.png"), "caption": "gone", "id": "gone"}
+    stats = embed_rows(data, tmp_path / "emb", embedder, shard_size=2, progress=False)
+    assert (stats.rows, stats.images_skipped, len(stats.skipped)) == (4, 2, 2)
+    assert stats.skipped[0].startswith("row 1: cannot read image")
+    emb = load_embeddings(tmp_path / "emb")
+    assert emb.metadata["source_row"].tolist() == [0, 2, 3, 5]  # input positions of the kept rows
+    np.testing.assert_allclose(emb.image[1], embedder.embed_images([data[2]["image"]])[0], atol=1e-5)
+    # a shard whose every image is unreadable is written empty (so a resume does not redo it)
+    only_bad = [{"path": str(tmp_path / "bad.png"), "caption": "x"}] * 2 + rows(1)
+    stats = embed_rows(only_bad, tmp_path / "emb2", embedder, shard_size=2, progress=False)
+    assert (stats.rows, stats.images_skipped, stats.shards_written) == (1, 2, 2)
+    assert load_embeddings(tmp_path / "emb2").metadata["source_row"].tolist() == [2]
 
 
 def test_model_loading_errors_are_typed(tmp_path, embedder):

@@ -37,9 +37,11 @@ def test_plan_picks_flat_for_small_n():
 
 
 def test_plan_picks_hnsw_for_medium_n_when_memory_allows():
-    plan = plan_index(1_000_000, 512)
+    plan = plan_index(200_000, 512)
     assert plan.key == "HNSW32" and plan.kind == "hnsw"
-    assert 2.0e9 < plan.estimated_bytes < 2.6e9  # ARCHITECTURE §7 measured 2.2 GB for 1M x 512
+    assert 0.4e9 < plan.estimated_bytes < 0.52e9  # 2320 bytes/vector (benchmark P4 file: 2320.1 at 1M)
+    # benchmark P4: at 1M vectors HNSW32 misses p50 <= 2 ms at recall@10 0.95, IVF-PQ + RFlat meets it
+    assert plan_index(1_000_000, 512).key == "IVF2048,PQ64x8,RFlat"
 
 
 def test_plan_picks_ivfpq_with_exact_refinement_for_large_n_or_tight_budget():

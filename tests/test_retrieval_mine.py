@@ -235,3 +235,45 @@ def test_duplicate_order_policy_and_pair_aware_metrics():
     assert len(kept_of_pair) == 1
     med = best.table["medoid_cos"]
     assert med[kept_of_pair[0]] >= med[1 - kept_of_pair[0]]
+
+
+# ------------------------------------------------------------------ the group cap (bounded work per page)
+
+
+def test_group_overflow_keeps_a_pseudo_random_sample_of_each_big_group():
+    from retrieval.mine import group_overflow, row_priority
+
+    rows = np.arange(1000)
+    prio = row_priority(rows)
+    assert prio.dtype == np.int64 and (prio >= 0).all() and len(set(prio.tolist())) == 1000
+    assert np.array_equal(prio, row_priority(rows))  # deterministic
+    group = np.where(rows < 900, 0, 1)  # one page of 900 rows, one of 100
+    over = group_overflow(group, prio, 300)
+    assert over[:900].sum() == 600 and not over[900:].any()
+    kept = np.flatnonzero(~over[:900])
+    assert set(kept) == set(np.argsort(prio[:900])[:300])  # the lowest priorities survive
+    assert kept.min() < 100 and kept.max() > 800  # spread over the page, not its first rows
+
+
+def test_mine_caps_huge_pages_before_the_filters():
+    rng = np.random.default_rng(3)
+    centre = _unit(rng.standard_normal(16))
+    x = _unit(centre + 0.3 * rng.standard_normal((500, 16)) / 4)
+    urls = ["https://big.example/all"] * 500
+    result = mine(x, x, urls, MineConfig(min_medoid_cos=0.0, min_caption_cos=0.0, dedup_cos=0.999,
+                                         max_cluster_size=20, max_group_rows=50))  # fmt: skip
+    dropped = result.stats["dropped"]
+    assert dropped["group_overflow"] == 450 and dropped["cluster_cap"] == 30 and result.stats["kept"] == 20
+    over = (result.table["reason"] == "group_overflow").to_numpy()
+    assert np.isnan(result.table["medoid_cos"][over]).all()  # never scored: bounded work
+    assert not result.flagged_noise[over].any()  # the cap is not a claim that a row is noise
+    with pytest.raises(InputError, match="max_group_rows 10 is below max_cluster_size 20"):
+        MineConfig(max_cluster_size=20, max_group_rows=10).check()
+
+
+def test_engine_choice_errors_are_typed():
+    x = _unit(np.ones((3, 8)))
+    with pytest.raises(InputError, match="engine must be one of"):
+        mine(x, x, ["https://a.example/"] * 3, engine="dask")
+    with pytest.raises(InputError, match="no options"):
+        mine(x, x, ["https://a.example/"] * 3, master="local[2]")

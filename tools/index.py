@@ -37,6 +37,9 @@ def build(
     dedup_cos: float = typer.Option(0.94, "--dedup-cos", help="Mining: cosine at which an image is a near-duplicate."),
     min_cluster_size: int = typer.Option(3, "--min-cluster-size", help="Mining: smallest cluster kept."),
     max_cluster_size: int = typer.Option(64, "--max-cluster-size", help="Mining: largest cluster (best rows kept)."),
+    max_group_rows: int = typer.Option(4096, "--max-group-rows", help="Mining: a bigger page is sampled to this."),
+    engine: str = typer.Option("local", "--engine", help="Mining engine: local (in-process) or spark."),
+    spark_master: str = typer.Option("local[*]", "--spark-master", help="Spark master URL for --engine spark."),
     memory_budget: str = typer.Option(None, "--memory-budget", help="Resident memory budget of the index, e.g. 2G."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images per model batch."),
     shard_size: int = typer.Option(4096, "--shard-size", help="Rows per embedding shard (resume unit)."),
@@ -47,18 +50,26 @@ def build(
 
     if (images is None) == (dataset is None):
         raise InputError("give exactly one of --images DIR or --dataset DIR")
+    if engine not in ("local", "spark"):
+        raise InputError(f"--engine must be local or spark, got {engine!r}")
+    if engine == "spark" and not mine_clusters:
+        raise InputError("--engine spark runs the mining stage: add --mine")
     source = read_captions_folder(images) if images is not None else read_dataset_dir(dataset, split)
     spec = ClipSpec(model_name, checkpoint=_abs(checkpoint), config=_abs(model_config))
-    mining = MineConfig(min_medoid_cos, min_caption_cos, dedup_cos, min_cluster_size, max_cluster_size).check()
+    mining = MineConfig(min_medoid_cos, min_caption_cos, dedup_cos, min_cluster_size, max_cluster_size,
+                        max_group_rows=max_group_rows).check()  # fmt: skip
     report = build_from_rows(
         source, out, load_embedder(spec, batch_size), mine_config=mining if mine_clusters else None,
         memory_budget_bytes=parse_bytes(memory_budget) if memory_budget else None, batch_size=batch_size,
-        shard_size=shard_size, progress=progress,
+        shard_size=shard_size, progress=progress, engine=engine,
+        engine_options={"master": spark_master} if engine == "spark" else None,
     )  # fmt: skip
     info = report.index
     ev = info.evaluation
     typer.echo(f"embedded {report.embed.rows} new rows ({report.embed.shards_skipped} shards reused, "
                f"{report.embed.images_per_second:.1f} images/s)")  # fmt: skip
+    if report.embed.images_skipped:
+        typer.echo(f"skipped {report.embed.images_skipped} unreadable image(s), e.g. {report.embed.skipped[0]}")
     if report.mine is not None:
         typer.echo(f"mined {report.mine['clusters']} clusters, kept {report.mine['kept']}/{report.mine['rows']} rows")
     typer.echo(f"wrote {info.index_key} index of {info.n_vectors} x {info.dim} to {out} "
