@@ -1,0 +1,1 @@
+"""Automatic evaluation: world DreamBench with validated graders (see docs/evaluation.md)."""

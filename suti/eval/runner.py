@@ -1,0 +1,177 @@
+"""Run systems through the benchmark and write EVAL_DIR (the contract read by `suti eval human`).
+
+    EVAL_DIR/benchmark.json     the config, its fingerprint, the subjects and their demos
+    EVAL_DIR/demos/<subject>/<i>.png
+    EVAL_DIR/outputs/<system>/<item_id>.png
+    EVAL_DIR/items.jsonl        one line per (subject, prompt, seed): demos, outputs, scores, failures
+    EVAL_DIR/runs.json          per system: spec, images, failures, seconds, KID
+    EVAL_DIR/results.json, report.html   (report.py)
+
+A system that raises, or returns something that is not a finite square image, fails that item: the
+error is recorded under "failures", the item gets no output for that system, and the run goes on.
+Running again into the same EVAL_DIR adds (or replaces) systems; other systems' results are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from suti.errors import InputError
+from suti.eval.benchmark import Benchmark, item_context
+from suti.eval.images import GRADER_SIZE, check_output
+from suti.eval.systems import NamedSystem
+from suti.world.render import render
+
+OWN_FILES = ("benchmark.json", "items.jsonl", "runs.json", "results.json", "report.html")
+OWN_DIRS = ("demos", "outputs")
+
+
+def write_json_atomic(path: Path, obj: Any, jsonl: bool = False) -> None:
+    """JSON (or one JSON line per element) written atomically, keys in insertion order."""
+    from retrieval.atomic import atomic_write
+
+    text = "".join(json.dumps(row) + "\n" for row in obj) if jsonl else json.dumps(obj, indent=2) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def prepare_dir(out: Path, bench: Benchmark, overwrite: bool) -> None:
+    """Create EVAL_DIR, or check that an existing one holds this very benchmark (or clear it)."""
+    manifest = out / "benchmark.json"
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} exists and is not a directory")
+    if manifest.is_file() and not overwrite:
+        old = json.loads(manifest.read_text()).get("fingerprint")
+        if old != bench.config.fingerprint():
+            raise InputError(f"{out} holds another benchmark ({old}); use --overwrite or a new directory")
+    elif out.is_dir() and any(out.iterdir()) and not overwrite and not manifest.is_file():
+        raise InputError(f"{out} is not empty and is not an evaluation folder; use --overwrite or a new directory")
+    if overwrite:
+        for name in OWN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for name in OWN_DIRS:
+            shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    from dataclasses import asdict
+
+    write_json_atomic(manifest, {"fingerprint": bench.config.fingerprint(), "config": asdict(bench.config),
+                                 "subjects": [{"key": s.key, "subject_id": s.subject_id,
+                                               "demo_captions": list(s.demo_captions)} for s in bench.subjects]})  # fmt: skip
+
+
+def write_demos(out: Path, bench: Benchmark) -> dict[str, list]:
+    """Save every subject's demos; returns {subject key: [PIL demos]}."""
+    demos = {}
+    for s in bench.subjects:
+        imgs = bench.demo_images(s.key)
+        folder = out / "demos" / s.key
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, im in enumerate(imgs):
+            im.save(folder / f"{i}.png")
+        demos[s.key] = imgs
+    return demos
+
+
+def load_items(out: Path) -> dict[str, dict]:
+    path = out / "items.jsonl"
+    if not path.is_file():
+        return {}
+    return {row["item_id"]: row for row in map(json.loads, path.read_text().splitlines()) if row}
+
+
+def base_row(bench: Benchmark, item) -> dict:
+    n_demos = len(bench.by_key[item.subject].demo_contexts)
+    return {"item_id": item.item_id, "subject": item.subject, "skill": item.skill, "prompt": item.prompt,
+            "seed": item.seed, "demos": [f"demos/{item.subject}/{i}.png" for i in range(n_demos)],
+            "demo_captions": list(bench.by_key[item.subject].demo_captions),
+            "context": item.context.to_dict(), "outputs": {}, "scores": {}, "failures": {}}  # fmt: skip
+
+
+def run_system(system: NamedSystem, bench: Benchmark, demos: dict[str, list], out: Path,
+               rows: dict[str, dict], progress: bool = True) -> dict:  # fmt: skip
+    """Generate every item with one system; returns its run record. Outputs land in `rows`."""
+    from tqdm import tqdm
+
+    folder = out / "outputs" / system.name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    failures, start = 0, time.perf_counter()
+    for item in tqdm(bench.items, desc=f"generate {system.name}", disable=not progress):
+        row = rows[item.item_id]
+        for part in ("outputs", "scores", "failures"):
+            row[part].pop(system.name, None)
+        caps = bench.by_key[item.subject].demo_captions
+        try:
+            image = check_output(system.fn(list(demos[item.subject]), list(caps), item.prompt, item.seed),
+                                 f"system {system.name!r} on {item.item_id}")  # fmt: skip
+        except Exception as e:  # noqa: BLE001  (a system under test may fail in any way; the run goes on)
+            row["failures"][system.name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            failures += 1
+            continue
+        rel = f"outputs/{system.name}/{item.item_id}.png"
+        image.save(out / rel)
+        row["outputs"][system.name] = rel
+    seconds = time.perf_counter() - start
+    return {"spec": system.spec, "images": len(bench.items), "failures": failures, "seconds": round(seconds, 2),
+            "seconds_per_image": round(seconds / max(1, len(bench.items)), 4)}  # fmt: skip
+
+
+def score_system(name: str, bench: Benchmark, demos: dict[str, list], out: Path, rows: dict[str, dict],
+                 graders, gt_embeddings: np.ndarray | None = None) -> dict:  # fmt: skip
+    """Grade every output of one system (in place in `rows`); returns {'kid': ...}."""
+    from PIL import Image
+
+    from suti.eval.realism import kid
+
+    done = [it for it in bench.items if name in rows[it.item_id]["outputs"]]
+    scores, embs = [], []
+    for a in range(0, len(done), 256):
+        chunk = done[a : a + 256]
+        images = [Image.open(out / rows[it.item_id]["outputs"][name]).convert("RGB") for it in chunk]
+        scores += graders.score(images, [bench.subject(it.subject) for it in chunk], [it.prompt for it in chunk],
+                                demos=[demos[it.subject] for it in chunk], contexts=[it.context for it in chunk])  # fmt: skip
+        embs.append(graders.perceive(images).embedding)
+    for it, s in zip(done, scores):
+        rows[it.item_id]["scores"][name] = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in s.items()
+                                            if k != "fields"}  # fmt: skip
+        rows[it.item_id].setdefault("fields", {})[name] = {k: round(v, 5) for k, v in s["fields"].items()}
+    out_emb = np.concatenate(embs) if embs else np.zeros((0, 1))
+    return {"kid": kid(out_emb, gt_embeddings) if gt_embeddings is not None and len(out_emb) > 1 else None}
+
+
+def ground_truth_embeddings(bench: Benchmark, graders) -> np.ndarray:
+    """Identity embeddings of ground-truth renders of every item (the KID reference set)."""
+    imgs = [render(bench.subject(it.subject), item_context(it), GRADER_SIZE) for it in bench.items]
+    return graders.perceive(imgs).embedding
+
+
+def run_benchmark(bench: Benchmark, systems: list[NamedSystem], out_dir: str | Path, graders=None,
+                  overwrite: bool = False, progress: bool = True) -> dict:  # fmt: skip
+    """Generate, grade, and write EVAL_DIR; returns results.json's content."""
+    from suti.eval.report import write_report
+
+    if len({s.name for s in systems}) != len(systems):
+        raise InputError("two systems share a name; rename one with NAME=SPEC")
+    out = Path(out_dir)
+    prepare_dir(out, bench, overwrite)
+    demos = write_demos(out, bench)
+    old = load_items(out)
+    rows = {it.item_id: {**base_row(bench, it), **{k: old.get(it.item_id, {}).get(k, {}) for k in
+                                                   ("outputs", "scores", "failures", "fields")}}
+            for it in bench.items}  # fmt: skip
+    runs_path = out / "runs.json"
+    runs = json.loads(runs_path.read_text()) if runs_path.is_file() else {}
+    gt_emb = ground_truth_embeddings(bench, graders) if graders is not None else None
+    for system in systems:
+        record = run_system(system, bench, demos, out, rows, progress)
+        if graders is not None:
+            record.update(score_system(system.name, bench, demos, out, rows, graders, gt_emb))
+        runs[system.name] = record
+        write_json_atomic(out / "items.jsonl", [rows[it.item_id] for it in bench.items], jsonl=True)
+        write_json_atomic(runs_path, runs)
+    return write_report(out, bench, [rows[it.item_id] for it in bench.items], runs)

@@ -1,0 +1,134 @@
+"""Systems under test: anything callable as system(demos, demo_captions, prompt, seed) -> image.
+
+Built-in reference systems, chosen by a spec string (optionally "NAME=SPEC" to rename):
+    gt              ground-truth renders of the prompted context (ceiling; needs the benchmark)
+    copy            returns one of the demos unchanged (text floor)
+    base:DIR        any SuTIPipeline dir run text-only (subject_images=None): the subject floor
+    suti:DIR        any SuTIPipeline dir with the demos and their captions
+    pkg.mod:NAME    your own callable (or a zero-argument factory returning one, if NAME ends in "()")
+
+Pipelines run with the benchmark's sampler, step count and guidance scales, and a torch generator
+seeded with the item's seed, so every system sees the same fixed seeds.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from suti.errors import ConfigError, InputError
+from suti.eval.benchmark import Benchmark, BenchmarkConfig, item_context
+from suti.world.render import render
+
+System = Callable[[Sequence[Any], Sequence[str], str, int], Any]
+BUILTINS = ("gt", "copy", "base", "suti")
+SAMPLERS = ("ddim", "ddpm", "euler", "dpm")
+
+
+@dataclass
+class NamedSystem:
+    name: str
+    spec: str
+    fn: System
+
+
+class GroundTruthSystem:
+    """Renders the benchmark subject in the prompted context; the seed picks the scene layout."""
+
+    def __init__(self, bench: Benchmark):
+        self.bench = bench
+        self.lookup: dict[tuple[str, tuple[str, ...]], Any] = {}
+        for it in bench.items:
+            key = (it.prompt, bench.by_key[it.subject].demo_captions)
+            self.lookup.setdefault(key, it)
+
+    def __call__(self, demos, demo_captions, prompt: str, seed: int):
+        item = self.lookup.get((prompt, tuple(demo_captions)))
+        if item is None:
+            raise InputError("the ground-truth system only knows the benchmark's own prompts")
+        ctx = item_context(replace(item, seed=int(seed)))
+        return render(self.bench.subject(item.subject), ctx, self.bench.config.demo_size)
+
+
+def copy_demo(demos, demo_captions, prompt: str, seed: int):
+    """The text floor: one demo, whatever the prompt says."""
+    return demos[seed % len(demos)]
+
+
+def _scheduler(pipe, sampler: str):
+    from diffusers import (
+        DDIMScheduler,
+        DDPMScheduler,
+        DPMSolverMultistepScheduler,
+        EulerDiscreteScheduler,
+    )
+
+    cls = {"ddim": DDIMScheduler, "ddpm": DDPMScheduler, "euler": EulerDiscreteScheduler,
+           "dpm": DPMSolverMultistepScheduler}[sampler]  # fmt: skip
+    return cls.from_config(pipe.scheduler.config)
+
+
+class PipelineSystem:
+    """A SuTIPipeline directory, with demos (SuTI) or text-only (base model)."""
+
+    def __init__(self, model_dir: str | Path, config: BenchmarkConfig, use_demos: bool):
+        from suti.pipeline import SuTIPipeline
+
+        if not Path(model_dir).is_dir():
+            raise InputError(f"model directory {model_dir} not found")
+        self.pipe = SuTIPipeline.from_pretrained(str(model_dir))
+        self.pipe.scheduler = _scheduler(self.pipe, config.sampler)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.config, self.use_demos = config, use_demos
+
+    def __call__(self, demos, demo_captions, prompt: str, seed: int):
+        import torch
+
+        kwargs: dict[str, Any] = {}
+        if self.use_demos:
+            kwargs = {"subject_images": list(demos), "subject_captions": list(demo_captions),
+                      "subject_guidance_scale": self.config.subject_guidance_scale}  # fmt: skip
+        out = self.pipe(prompt, num_inference_steps=self.config.steps, guidance_scale=self.config.guidance_scale,
+                        generator=torch.Generator().manual_seed(int(seed)), **kwargs)  # fmt: skip
+        return out.images[0]
+
+
+def _import_callable(spec: str) -> System:
+    module_name, _, attr = spec.partition(":")
+    factory = attr.endswith("()")
+    attr = attr[:-2] if factory else attr
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"system {spec!r}: cannot import {attr!r} from {module_name!r} ({e})") from e
+    obj = obj() if factory else obj
+    if not callable(obj):
+        raise ConfigError(f"system {spec!r} is not callable")
+    return obj
+
+
+def resolve_system(text: str, bench: Benchmark) -> NamedSystem:
+    """A system from its spec string (see the module docstring)."""
+    name, _, spec = text.partition("=") if "=" in text else ("", "", text)
+    spec = spec.strip()
+    kind, _, arg = spec.partition(":")
+    if kind in ("gt", "copy") and not arg:
+        fn: System = GroundTruthSystem(bench) if kind == "gt" else copy_demo
+    elif kind in ("base", "suti"):
+        if not arg:
+            raise InputError(f"system {spec!r} needs a model directory: {kind}:DIR")
+        if bench.config.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {bench.config.sampler!r}; choose from {', '.join(SAMPLERS)}")
+        fn = PipelineSystem(arg, bench.config, use_demos=kind == "suti")
+    elif ":" in spec and kind not in BUILTINS:
+        fn = _import_callable(spec)
+        kind = arg.removesuffix("()")
+    else:
+        raise InputError(f"unknown system {spec!r}; use gt, copy, base:DIR, suti:DIR or module:callable")
+    name = name.strip() or kind
+    if not name.replace("-", "").replace("_", "").isalnum():
+        raise InputError(f"system name {name!r} must be letters, digits, '-' or '_'")
+    return NamedSystem(name, spec, fn)
