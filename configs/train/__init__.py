@@ -1,0 +1,1 @@
+"""Training recipes (JSON) for `suti train`; see suti/train/recipe.py."""

@@ -1,0 +1,1 @@
+"""Model layouts used by training recipes that are not top-level presets."""

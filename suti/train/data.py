@@ -1,0 +1,204 @@
+"""Training batches rendered on the fly from the procedural world (no dataset on disk for the oracle).
+
+Every batch is a pure function of (seed, step, micro-batch, process): a resumed run sees exactly the
+batches it would have seen, and two processes never see the same samples.
+
+    source = make_source(recipe, tokenize, image_size)
+    batch = source.batch(step, micro=0, rank=0)   # dict of tensors, see `Batch` below
+
+Batch keys: target (B, 3, S, S) in [-1, 1]; text_ids (B, L); apprentice only: demos (B, N, 3, S, S),
+demo_ids (B, N, L), demo_mask (B, N) bool, demo_weight (B,) float (0 = demos dropped for that sample).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import numpy as np
+import torch
+
+from suti.errors import ConfigError
+from suti.train.recipe import TrainRecipe
+from suti.world import (Context, allowed_recolors, caption, make_subject, render, sample_context, split_of)
+
+Tokenize = Callable[[list[str]], torch.Tensor]  # texts -> (n, L) token ids
+Batch = dict[str, torch.Tensor]
+
+
+def to_tensor(images: list) -> torch.Tensor:
+    arr = np.stack([np.asarray(im, dtype=np.float32) for im in images])  # (n, S, S, 3)
+    return torch.from_numpy(arr).permute(0, 3, 1, 2) / 127.5 - 1.0  # (n, 3, S, S)
+
+
+def subjects_of_split(split: str, num_subjects: int, world_seed: int) -> list[int]:
+    return [i for i in range(num_subjects) if split_of(i, world_seed) == split]
+
+
+def step_rng(seed: int, step: int, micro: int, rank: int, salt: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, step, micro, rank, salt])
+
+
+class WorldSource:
+    """Text-to-image samples: a random train subject in a random context, with a varied caption."""
+
+    def __init__(self, recipe: TrainRecipe, tokenize: Tokenize, image_size: int):
+        self.recipe, self.tokenize, self.size = recipe, tokenize, image_size
+        self.seed = recipe.loop.seed
+        self.world_seed = recipe.world.world_seed
+        self.pool = subjects_of_split("train", recipe.world.num_subjects, self.world_seed)
+        if not self.pool:
+            raise ConfigError(f"world.num_subjects={recipe.world.num_subjects} holds no train-split subject")
+        self._subjects: dict[int, object] = {}
+
+    def subject(self, sid: int):
+        if sid not in self._subjects:
+            self._subjects[sid] = make_subject(sid, self.world_seed)
+        return self._subjects[sid]
+
+    def draw(self, rng: np.random.Generator) -> tuple[object, Context, str]:
+        s = self.subject(self.pool[int(rng.integers(len(self.pool)))])
+        ctx = sample_context(rng, s, allowed_recolors(s, "train"))
+        return s, ctx, caption(s, ctx, rng)
+
+    def text_dropped(self, rng: np.random.Generator, text: str) -> str:
+        return "" if rng.random() < self.recipe.noise.text_dropout else text
+
+    def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:
+        rng = step_rng(self.seed, step, micro, rank)
+        images, texts = [], []
+        for _ in range(self.recipe.loop.batch_size):
+            s, ctx, text = self.draw(rng)
+            images.append(render(s, ctx, self.size))
+            texts.append(self.text_dropped(rng, text))
+        return {"target": to_tensor(images), "text_ids": self.tokenize(texts)}
+
+
+class DreamBoothSource(WorldSource):
+    """One subject's few photos captioned `<identifier> <caption>`; prior samples are other subjects."""
+
+    def __init__(self, recipe: TrainRecipe, tokenize: Tokenize, image_size: int):
+        super().__init__(recipe, tokenize, image_size)
+        cfg = recipe.dreambooth
+        self.target = self.subject(cfg.subject_id)
+        self.photos = dreambooth_photos(self.target, cfg.subject_id, cfg.num_photos, self.world_seed, image_size)
+        self.pool = [i for i in self.pool if i != cfg.subject_id]
+
+    def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:
+        rng = step_rng(self.seed, step, micro, rank)
+        cfg = self.recipe.dreambooth
+        images, texts = [], []
+        for _ in range(self.recipe.loop.batch_size):
+            if rng.random() < cfg.prior_fraction:
+                s, ctx, text = self.draw(rng)
+                images.append(render(s, ctx, self.size))
+            else:
+                image, text = self.photos[int(rng.integers(len(self.photos)))]
+                images.append(image)
+                text = f"{cfg.identifier} {text}"
+            texts.append(self.text_dropped(rng, text))
+        return {"target": to_tensor(images), "text_ids": self.tokenize(texts)}
+
+
+def dreambooth_photos(subject, subject_id: int, n: int, world_seed: int, size: int) -> list[tuple[object, str]]:
+    """The subject's n "photos": the identity context first, then seeded random contexts."""
+    rng = np.random.default_rng([world_seed, subject_id, 0xDB])
+    contexts = [Context()] + [sample_context(rng, subject, recolors=()) for _ in range(n - 1)]
+    return [(render(subject, c, size), caption(subject, c, rng)) for c in contexts]
+
+
+class ApprenticeSource(WorldSource):
+    """Demos = other contexts of a train subject (its "cluster"); target = a new context of it."""
+
+    def __init__(self, recipe: TrainRecipe, tokenize: Tokenize, image_size: int, max_slots: int):
+        super().__init__(recipe, tokenize, image_size)
+        cfg = recipe.apprentice
+        if cfg.max_demos > max_slots:
+            raise ConfigError(f"apprentice.max_demos={cfg.max_demos} exceeds the model's subject.max_demos={max_slots}")
+        self.experts = ExpertTargets(cfg.expert_dataset, image_size) if cfg.expert_fraction > 0 else None
+
+    def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:
+        rng = step_rng(self.seed, step, micro, rank)
+        cfg, B, N = self.recipe.apprentice, self.recipe.loop.batch_size, self.recipe.apprentice.max_demos
+        targets, texts, demos, demo_texts = [], [], [], []
+        mask = torch.zeros(B, N, dtype=torch.bool)
+        weight = torch.ones(B)
+        for b in range(B):
+            use_expert = self.experts is not None and rng.random() < cfg.expert_fraction
+            if use_expert:
+                sid, image, text = self.experts.draw(rng)
+                s = self.subject(sid)
+            else:
+                s, ctx, text = self.draw(rng)
+                image = render(s, ctx, self.size)
+            n = int(rng.integers(cfg.min_demos, cfg.max_demos + 1))
+            for j in range(N):
+                if j < n:
+                    c = sample_context(rng, s, allowed_recolors(s, "train"))
+                    demos.append(render(s, c, self.size))
+                    demo_texts.append(caption(s, c, rng))
+                    mask[b, j] = True
+                else:
+                    demos.append(np.zeros((self.size, self.size, 3), np.float32) + 127.5)
+                    demo_texts.append("")
+            u = rng.random()
+            if u < cfg.demo_dropout + cfg.all_dropout:
+                weight[b] = 0.0
+            if cfg.demo_dropout <= u < cfg.demo_dropout + cfg.all_dropout:
+                text = ""
+            targets.append(image)
+            texts.append(text)
+        S = self.size
+        return {
+            "target": to_tensor(targets),  # (B, 3, S, S)
+            "text_ids": self.tokenize(texts),  # (B, L)
+            "demos": to_tensor(demos).view(B, N, 3, S, S),  # (B, N, 3, S, S)
+            "demo_ids": self.tokenize(demo_texts).view(B, N, -1),  # (B, N, L)
+            "demo_mask": mask,  # (B, N)
+            "demo_weight": weight,  # (B,)
+        }
+
+
+class ExpertTargets:
+    """Targets rendered by per-subject experts (`suti experts run`): rows with image, caption, subject_id."""
+
+    def __init__(self, path: str, size: int):
+        from datasets import load_from_disk
+
+        try:
+            ds = load_from_disk(path)
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"apprentice.expert_dataset: cannot load {path!r}: {e}") from None
+        missing = {"image", "caption", "subject_id"} - set(ds.column_names)
+        if missing:
+            raise ConfigError(f"apprentice.expert_dataset: {path!r} lacks columns {sorted(missing)}")
+        if len(ds) == 0:
+            raise ConfigError(f"apprentice.expert_dataset: {path!r} is empty")
+        self.ds, self.size = ds, size
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, object, str]:
+        row = self.ds[int(rng.integers(len(self.ds)))]
+        image = row["image"].convert("RGB")
+        if image.size != (self.size, self.size):
+            image = image.resize((self.size, self.size))
+        return int(row["subject_id"]), image, row["caption"]
+
+
+def make_source(recipe: TrainRecipe, tokenize: Tokenize, image_size: int, max_slots: int = 8) -> WorldSource:
+    if recipe.kind == "base":
+        return WorldSource(recipe, tokenize, image_size)
+    if recipe.kind == "dreambooth":
+        return DreamBoothSource(recipe, tokenize, image_size)
+    return ApprenticeSource(recipe, tokenize, image_size, max_slots)
+
+
+def validation_subjects(recipe: TrainRecipe) -> list[int]:
+    """Held-out subjects (test_subject split) for metrics and grids; DreamBooth validates on its own subject."""
+    if recipe.kind == "dreambooth":
+        return [recipe.dreambooth.subject_id]
+    held = subjects_of_split("test_subject", max(recipe.world.num_subjects, 200), recipe.world.world_seed)
+    return held[: recipe.validation.num_subjects]
+
+
+def with_batch_size(recipe: TrainRecipe, batch_size: int) -> TrainRecipe:
+    return replace(recipe, loop=replace(recipe.loop, batch_size=batch_size))

@@ -1,0 +1,97 @@
+"""Recipes and on-the-fly world batches: typed configs, determinism per step, splits, dropout, timesteps."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from suti.errors import ConfigError
+from suti.train.data import ApprenticeSource, DreamBoothSource, WorldSource, make_source
+from suti.train.recipe import TrainRecipe, load_recipe, recipe_names
+from suti.world import split_of
+
+
+def _tokenize(texts):  # a stand-in tokenizer: enough for batch shapes (word count, padded)
+    ids = torch.zeros(len(texts), 12, dtype=torch.long)
+    for i, t in enumerate(texts):
+        ids[i, : len(t.split())] = 5
+    return ids
+
+
+def test_every_recipe_loads_and_round_trips():
+    assert {"base", "base_tiny", "dreambooth", "dreambooth_tiny", "apprentice", "apprentice_tiny"} <= set(recipe_names())
+    for name in recipe_names():
+        r = load_recipe(name)
+        assert TrainRecipe.from_dict(json.loads(r.to_json())) == r
+
+
+@pytest.mark.parametrize("patch, field", [({"loop": {"batch_size": 0}}, "loop.batch_size"),
+                                          ({"kind": "finetune"}, "kind"),
+                                          ({"apprentice": {"min_demos": 4, "max_demos": 2}}, "apprentice"),
+                                          ({"noise": {"high_noise_fraction": 1.5}}, "noise.high_noise_fraction"),
+                                          ({"optim": {"lr": "fast"}}, "optim.lr"),
+                                          ({"loop": {"epochs": 3}}, "loop.epochs")])
+def test_bad_recipe_fields_are_named(tmp_path, patch, field):
+    data = load_recipe("base_tiny").to_dict()
+    for k, v in patch.items():
+        data[k] = {**data[k], **v} if isinstance(v, dict) else v
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_recipe(path)
+
+
+def test_batches_are_a_function_of_step_and_rank():
+    src = make_source(load_recipe("base_tiny"), _tokenize, 16)
+    a, b = src.batch(3, 0, 0), src.batch(3, 0, 0)
+    assert torch.equal(a["target"], b["target"]) and torch.equal(a["text_ids"], b["text_ids"])
+    assert not torch.equal(a["target"], src.batch(4, 0, 0)["target"])
+    assert not torch.equal(a["target"], src.batch(3, 0, 1)["target"])  # the other process sees other samples
+    assert a["target"].shape == (4, 3, 16, 16) and -1 <= a["target"].min() and a["target"].max() <= 1
+
+
+def test_only_train_split_subjects_are_drawn():
+    for kind in ("base_tiny", "apprentice_tiny"):
+        src = make_source(load_recipe(kind), _tokenize, 16)
+        assert src.pool and all(split_of(i, 0) == "train" for i in src.pool)
+
+
+def test_apprentice_batch_shapes_padding_and_dropout():
+    recipe = load_recipe("apprentice_tiny")
+    recipe = dataclasses.replace(recipe, loop=dataclasses.replace(recipe.loop, batch_size=200))
+    src = make_source(recipe, _tokenize, 16)
+    assert isinstance(src, ApprenticeSource)
+    b = src.batch(0)
+    N = recipe.apprentice.max_demos
+    assert b["demos"].shape == (200, N, 3, 16, 16) and b["demo_ids"].shape == (200, N, 12)
+    counts = b["demo_mask"].sum(1)
+    assert counts.min() >= recipe.apprentice.min_demos and counts.max() <= N
+    assert (b["demos"][~b["demo_mask"]] == 0).all()  # padding slots are blank
+    dropped = b["demo_weight"] == 0
+    no_text = (b["text_ids"] != 0).sum(1) == 0
+    assert 0.1 < dropped.float().mean() < 0.32  # 10 % demos + 10 % text-and-demos, of 200 samples
+    assert (no_text <= dropped).all() and 0.02 < no_text.float().mean() < 0.2  # text only ever drops with demos
+
+
+def test_dreambooth_batches_show_the_subject_with_its_identifier():
+    recipe = load_recipe("dreambooth_tiny")
+    src = make_source(recipe, _tokenize, 16)
+    assert isinstance(src, DreamBoothSource) and len(src.photos) == recipe.dreambooth.num_photos
+    assert recipe.dreambooth.subject_id not in src.pool
+    texts = [t for _, t in src.photos]
+    assert len(set(texts)) == len(texts)
+    assert isinstance(make_source(load_recipe("base_tiny"), _tokenize, 16), WorldSource)
+
+
+def test_high_noise_share_of_timesteps():
+    from suti.train.model import sample_timesteps
+
+    r = load_recipe("base_tiny")
+    g = torch.Generator().manual_seed(0)
+    t = sample_timesteps(20000, r, 1000, g)
+    share = (t >= r.noise.high_noise_from).float().mean().item()
+    expected = r.noise.high_noise_fraction + (1 - r.noise.high_noise_fraction) * (1 - r.noise.high_noise_from / 1000)
+    assert abs(share - expected) < 0.02 and t.min() >= 0 and t.max() < 1000
