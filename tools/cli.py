@@ -36,18 +36,30 @@ def _root(
 
 
 def _register() -> None:
+    from tools import client as client_cmd
+    from tools import demo as demo_cmd
+    from tools import eval_auto as eval_auto_cmd
     from tools import eval_human as eval_human_cmd
+    from tools import experts as experts_cmd
     from tools import generate as generate_cmd
     from tools import index as index_cmd
+    from tools import serve as serve_cmd
+    from tools import train as train_cmd
     from tools import world as world_cmd
 
     app.add_typer(world_cmd.app, name="world", help="Build and inspect the procedural subject world.")
     app.add_typer(index_cmd.app, name="index", help="Build and query the FAISS neighbour index.")
     eval_app = typer.Typer(no_args_is_help=True, help="Evaluate systems: automatic graders and human studies.")
+    eval_app.registered_commands.extend(eval_auto_cmd.app.registered_commands)
     eval_app.add_typer(eval_human_cmd.app, name="human", help="Blinded multi-rater human studies: create, serve, report.")
     app.add_typer(eval_app, name="eval", help="Evaluate systems: automatic graders and human studies.")
     app.command("generate", help="Render a subject from reference photos (or a catalog index) in a new context.")(
         generate_cmd.generate)
+    app.command("demo", help="Held-out subjects on the bundled model: a PNG grid and the scores.")(demo_cmd.demo)
+    app.add_typer(train_cmd.app, name="train", help="Train: base, dreambooth, apprentice; export a run.")
+    app.add_typer(experts_cmd.app, name="experts", help="Per-cluster DreamBooth experts: apprenticeship data.")
+    app.command("serve", help="The personalization HTTP API (FastAPI + uvicorn).")(serve_cmd.serve)
+    app.add_typer(client_cmd.app, name="client", help="Talk to a running `suti serve`.")
 
 
 def run_app(typer_app: typer.Typer, argv: list[str] | None, prog_name: str) -> int:
