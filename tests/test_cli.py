@@ -18,10 +18,14 @@ def test_version(capsys):
 def test_help_lists_only_real_commands(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    assert "world" in out
-    for name in ("world",):
-        # every listed group answers --help itself
-        assert main([name, "--help"]) == 0
+    names = ("world", "index", "generate", "demo", "train", "experts", "eval", "serve", "client")
+    for name in names:
+        assert name in out, name
+        # every listed command answers --help itself
+        assert main([name, "--help"]) == 0, name
+    for sub in (["eval", "auto"], ["eval", "train-graders"], ["eval", "human"], ["train", "apprentice"],
+                ["experts", "run"], ["client", "subjects"]):
+        assert main([*sub, "--help"]) == 0, sub
 
 
 def test_unknown_command_is_a_usage_error(capsys):
