@@ -95,3 +95,24 @@ def test_high_noise_share_of_timesteps():
     share = (t >= r.noise.high_noise_from).float().mean().item()
     expected = r.noise.high_noise_fraction + (1 - r.noise.high_noise_fraction) * (1 - r.noise.high_noise_from / 1000)
     assert abs(share - expected) < 0.02 and t.min() >= 0 and t.max() < 1000
+
+
+def test_photo_demo_contexts_are_what_users_upload():
+    import numpy as np
+
+    from suti.train.data import demo_context
+    from suti.world import make_subject
+
+    rng = np.random.default_rng(0)
+    subject = make_subject(3)
+    contexts = [demo_context(rng, subject, slot, "photo") for slot in range(5) for _ in range(20)]
+    assert all(c.style == "photo" and c.recolor == "" and c.accessory == "" and c.rotation == 0
+               and not c.flip and c.scale == "normal" and c.position == "center" for c in contexts)
+    assert all(c.scene == "plain" for c in contexts[:20])  # slot 0: the plain background
+    assert len({c.scene for c in contexts[20:]}) > 3
+    mixed = [demo_context(rng, subject, 1, "any") for _ in range(50)]
+    assert any(c.skills and c.skills != ("recontextualization",) for c in mixed)  # "any" keeps every skill
+    with pytest.raises(ConfigError, match="demo_contexts"):
+        data = load_recipe("apprentice_tiny").to_dict()
+        data["apprentice"]["demo_contexts"] = "selfies"
+        TrainRecipe.from_dict(data)

@@ -20,7 +20,7 @@ import torch
 
 from suti.errors import ConfigError
 from suti.train.recipe import TrainRecipe
-from suti.world import (Context, allowed_recolors, caption, make_subject, render, sample_context, split_of)
+from suti.world import (SCENES, Context, allowed_recolors, caption, make_subject, render, sample_context, split_of)
 
 Tokenize = Callable[[list[str]], torch.Tensor]  # texts -> (n, L) token ids
 Batch = dict[str, torch.Tensor]
@@ -100,6 +100,15 @@ class DreamBoothSource(WorldSource):
         return {"target": to_tensor(images), "text_ids": self.tokenize(texts)}
 
 
+def demo_context(rng: np.random.Generator, subject, slot: int, kind: str, split: str = "train") -> Context:
+    """The context of demo `slot`, by `ApprenticeConfig.demo_contexts`: "any" = a random context of
+    every skill; "photo" = photo style, upright, own colour, the plain background first, then scenes."""
+    if kind == "photo":
+        scene = "plain" if slot == 0 else str(rng.choice(SCENES))
+        return Context(scene=scene, variant=int(rng.integers(0, 4)))
+    return sample_context(rng, subject, allowed_recolors(subject, split))
+
+
 def dreambooth_photos(subject, subject_id: int, n: int, world_seed: int, size: int) -> list[tuple[object, str]]:
     """The subject's n "photos": the identity context first, then seeded random contexts."""
     rng = np.random.default_rng([world_seed, subject_id, 0xDB])
@@ -134,7 +143,7 @@ class ApprenticeSource(WorldSource):
             n = int(rng.integers(cfg.min_demos, cfg.max_demos + 1))
             for j in range(N):
                 if j < n:
-                    c = sample_context(rng, s, allowed_recolors(s, "train"))
+                    c = demo_context(rng, s, j, cfg.demo_contexts)
                     demos.append(render(s, c, self.size))
                     demo_texts.append(caption(s, c, rng))
                     mask[b, j] = True

@@ -133,6 +133,9 @@ class DreamBoothConfig:
         _fraction(f"{name}.prior_fraction", self.prior_fraction)
 
 
+DEMO_CONTEXTS = ("any", "photo")
+
+
 @dataclass
 class ApprenticeConfig:
     """(demos of a subject, prompt) -> a new context of the same subject, from the oracle or from experts."""
@@ -144,8 +147,14 @@ class ApprenticeConfig:
     expert_fraction: float = 0.0  # share of targets taken from an experts dataset instead of the oracle
     expert_dataset: Union[str, None] = None  # `suti experts run` output (HF dataset directory)
     train_base: bool = False  # also train UNet + text encoder (joint), else only the subject layers
+    # Contexts of the demos: "any" = random contexts of every skill (stylised, recoloured, turned...);
+    # "photo" = what a user uploads and the benchmark gives: photo style, upright, centred, own colour,
+    # nothing worn, the first on the plain background and the others on random scenes.
+    demo_contexts: str = "any"
 
     def validate(self, name: str = "apprentice") -> None:
+        if self.demo_contexts not in DEMO_CONTEXTS:
+            raise ConfigError(f"{name}.demo_contexts: expected one of {', '.join(DEMO_CONTEXTS)}, got {self.demo_contexts!r}")
         if not 1 <= self.min_demos <= self.max_demos <= 8:
             raise ConfigError(f"{name}: need 1 <= min_demos <= max_demos <= 8, got {self.min_demos}, {self.max_demos}")
         for f in ("demo_dropout", "all_dropout", "expert_fraction"):

@@ -21,7 +21,7 @@ import PIL.Image
 import torch
 
 from suti.models.subject_attn import DemoContext
-from suti.train.data import Tokenize, to_tensor, validation_subjects
+from suti.train.data import Tokenize, demo_context, to_tensor, validation_subjects
 from suti.train.model import TrainModule
 from suti.train.recipe import TrainRecipe
 from suti.world import SKILLS, Context, allowed_recolors, caption, for_skill, make_subject, render, sample_context
@@ -34,15 +34,16 @@ def prompt_for(recipe: TrainRecipe, text: str) -> str:
     return f"{recipe.dreambooth.identifier} {text}" if recipe.kind == "dreambooth" else text
 
 
-def demo_set(subject, n: int, rng: np.random.Generator, size: int, split: str) -> tuple[list, list[str]]:
-    contexts = [Context()] + [sample_context(rng, subject, allowed_recolors(subject, split)) for _ in range(n - 1)]
+def demo_set(subject, n: int, rng: np.random.Generator, size: int, split: str,
+             kind: str = "any") -> tuple[list, list[str]]:  # fmt: skip
+    contexts = [Context()] + [demo_context(rng, subject, j, kind, split) for j in range(1, n)]
     return [render(subject, c, size) for c in contexts], [caption(subject, c, rng) for c in contexts]
 
 
 def metric_batch(recipe: TrainRecipe, tokenize: Tokenize, size: int) -> dict[str, torch.Tensor]:
     """A fixed batch (same every call) of held-out subjects in random contexts, with (up to) 3 demos each."""
     ws, n_demo = recipe.world.world_seed, min(recipe.apprentice.max_demos, 3)
-    rng = np.random.default_rng([recipe.loop.seed, 0x5A1])
+    rng = np.random.default_rng([ws, 0x5A1])  # by world seed: runs that differ only in loop.seed compare
     ids = validation_subjects(recipe)
     targets, texts, demos, demo_texts = [], [], [], []
     for i in range(recipe.validation.metric_batch):
@@ -51,7 +52,7 @@ def metric_batch(recipe: TrainRecipe, tokenize: Tokenize, size: int) -> dict[str
         ctx = sample_context(rng, s, allowed_recolors(s, split))
         targets.append(render(s, ctx, size))
         texts.append(prompt_for(recipe, caption(s, ctx, rng)))
-        ims, caps = demo_set(s, n_demo, rng, size, split)
+        ims, caps = demo_set(s, n_demo, rng, size, split, recipe.apprentice.demo_contexts)
         demos += ims
         demo_texts += caps
     B = len(targets)
@@ -103,7 +104,7 @@ def sample_grid(pipe, recipe: TrainRecipe, path: str | Path) -> Path:
     for sid in validation_subjects(recipe):
         s, split = make_subject(sid, ws), split_of(sid, ws)
         rng = np.random.default_rng([recipe.loop.seed, sid, 0x9D])
-        demos, demo_caps = demo_set(s, max(n_demo, 1), rng, size, split)
+        demos, demo_caps = demo_set(s, max(n_demo, 1), rng, size, split, recipe.apprentice.demo_contexts)
         contexts = [for_skill(k, rng, s) for k in SKILLS]
         prompts = [prompt_for(recipe, caption(s, c)) for c in contexts]
         kw = {}
