@@ -290,6 +290,20 @@ def _check(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         ap.error(f"--demos must be in 3..5, got {args.demos}")
 
 
+def _portable(value, tmp: str):
+    """The result with this machine's paths replaced: the repo by ".", the temp dir by "<tmp>", the
+    interpreter by "python", so the JSON can be committed."""
+    if isinstance(value, dict):
+        return {k: _portable(v, tmp) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v, tmp) for v in value]
+    if isinstance(value, str):
+        if value == sys.executable:
+            return "python"
+        return value.replace(str(tmp), "<tmp>").replace(str(ROOT), ".")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench.train_bench", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="JSON file to write")
@@ -335,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     result["total_wall_s"] = round(time.perf_counter() - w0, 1)
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(_portable(result, tmp), indent=2) + "\n")
     brief = {"total_wall_s": result["total_wall_s"]}
     if "P6" in result:
         brief["P6"] = {k: result["P6"][k] for k in ("median_samples_per_s", "ratio_2proc_over_1proc_samples_per_s")}
