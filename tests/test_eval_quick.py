@@ -1,7 +1,7 @@
 """The quick benchmark end to end through the CLI, with real (random-init `world` preset) pipelines.
 
-Marked slow: run it with `python -m pytest -m slow tests/test_eval_quick.py`. It is the CI proof that
-`suti eval auto --quick` with every built-in system finishes within 5 minutes on 2 cores.
+Part of the default suite (about 80-100 s here): it is the CI proof that `suti eval auto --quick` with
+every built-in system finishes within 5 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ def world_pipeline_dir(tmp_path_factory):
     return out
 
 
-@pytest.mark.slow
 def test_quick_benchmark_with_all_builtin_systems_runs_within_budget(tmp_path, world_pipeline_dir):
     from tools.eval_auto import main
 
