@@ -1,4 +1,4 @@
-"""The quick benchmark end to end through the CLI, with real (random-init `world` preset) pipelines.
+"""The quick benchmark end to end through the CLI, with the bundled model (`models/world`).
 
 Part of the default suite (about 80-100 s here): it is the CI proof that `suti eval auto --quick` with
 every built-in system finishes within 5 minutes on 2 cores.
@@ -15,12 +15,11 @@ QUICK_BUDGET_SECONDS = 300
 
 
 @pytest.fixture(scope="module")
-def world_pipeline_dir(tmp_path_factory):
-    from suti.pipeline import SuTIPipeline
+def world_pipeline_dir():
+    """The bundled model: what `suti eval auto --quick` runs for a user (the `world_small` layout)."""
+    from pathlib import Path
 
-    out = tmp_path_factory.mktemp("world-pipe")
-    SuTIPipeline.from_config("world").save_pretrained(str(out))
-    return out
+    return Path(__file__).resolve().parents[1] / "models" / "world"
 
 
 def test_quick_benchmark_with_all_builtin_systems_runs_within_budget(tmp_path, world_pipeline_dir):
