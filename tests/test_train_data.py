@@ -116,3 +116,63 @@ def test_photo_demo_contexts_are_what_users_upload():
         data = load_recipe("apprentice_tiny").to_dict()
         data["apprentice"]["demo_contexts"] = "selfies"
         TrainRecipe.from_dict(data)
+
+
+def test_prompt_dropout_keeps_the_demos_and_the_three_shares_must_fit():
+    recipe = load_recipe("apprentice_tiny")
+    recipe = dataclasses.replace(recipe, loop=dataclasses.replace(recipe.loop, batch_size=400),
+                                 apprentice=dataclasses.replace(recipe.apprentice, prompt_dropout=0.3))
+    b = make_source(recipe, _tokenize, 16).batch(0)
+    no_text = (b["text_ids"] != 0).sum(1) == 0
+    demos_only = no_text & (b["demo_weight"] == 1)
+    assert 0.22 < demos_only.float().mean() < 0.38  # 30 % text off with the demos kept
+    assert 0.05 < (no_text & (b["demo_weight"] == 0)).float().mean() < 0.16  # the 10 % all-off share is unchanged
+    data = load_recipe("apprentice_tiny").to_dict()
+    data["apprentice"].update(demo_dropout=0.5, all_dropout=0.3, prompt_dropout=0.3)
+    with pytest.raises(ConfigError, match="prompt_dropout must be <= 1"):
+        TrainRecipe.from_dict(data)
+
+
+def test_subject_weight_marks_the_subjects_pixels_only_when_asked():
+    import numpy as np
+
+    from suti.world import make_subject, render
+    from suti.world.render import render_layers
+
+    plain = make_source(load_recipe("apprentice_tiny"), _tokenize, 16).batch(2)
+    assert "target_weight" not in plain
+    recipe = load_recipe("apprentice_tiny")
+    recipe = dataclasses.replace(recipe, noise=dataclasses.replace(recipe.noise, subject_weight=4.0))
+    b = make_source(recipe, _tokenize, 16).batch(2)
+    assert torch.equal(b["target"], plain["target"])  # the same pixels: weighting changes the loss only
+    w = b["target_weight"]
+    assert w.shape == (b["target"].shape[0], 1, 16, 16) and w.min() == 1.0 and w.max() == 4.0
+    s = make_subject(5)
+    layers = render_layers(s, None, 16)
+    assert np.array_equal(np.asarray(layers.to_pil()), np.asarray(render(s, None, 16)))  # same render as the target
+    with pytest.raises(ConfigError, match="noise.subject_weight"):
+        data = recipe.to_dict()
+        data["noise"]["subject_weight"] = 0.0
+        TrainRecipe.from_dict(data)
+
+
+def test_weighted_loss_is_the_plain_mse_at_weight_one_and_follows_the_weights():
+    from suti.train.model import TrainModule, build_pipeline
+
+    recipe = load_recipe("apprentice_tiny")
+    module = TrainModule(build_pipeline(recipe), recipe)
+    b = make_source(recipe, lambda t: torch.zeros(len(t), module.text_encoder.config.max_position_embeddings,
+                                                  dtype=torch.long), module.unet.config.sample_size).batch(0)
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(b["target"].shape, generator=g)
+    t = torch.randint(0, 1000, (b["target"].shape[0],), generator=g)
+    torch.manual_seed(0)
+    plain = module(**b, noise=noise, timesteps=t)
+    ones = torch.ones(b["target"].shape[0], 1, *b["target"].shape[-2:])
+    torch.manual_seed(0)
+    assert torch.allclose(module(**b, noise=noise, timesteps=t, target_weight=ones), plain, rtol=1e-6)
+    left = ones.clone()
+    left[..., : left.shape[-1] // 2] = 0.0  # weight only the left half of every frame
+    torch.manual_seed(0)
+    weighted = module(**b, noise=noise, timesteps=t, target_weight=left)
+    assert not torch.allclose(weighted, plain)

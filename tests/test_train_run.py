@@ -54,6 +54,8 @@ def test_two_steps_write_checkpoints_logs_and_grid(runs, kind):
     metrics = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert metrics["step"] == 2 and metrics["x0_err_text"] > 0
     assert ("demo_gain" in metrics) == (kind == "apprentice")
+    assert 0 < metrics["x0_err_text_subj"] and "text_gain_subj" in metrics  # the subject's own pixels
+    assert ("demo_only_gain_subj" in metrics) == (kind == "apprentice")
     assert (out / "samples" / "step-0000002.png").is_file()
 
 

@@ -58,6 +58,9 @@ class UNetConfig:
     cross_attention_dim: int = 32
     attention_head_dim: int = 4  # diffusers' (historical) meaning: number of heads per attention layer
     norm_num_groups: int = 16
+    # Imagen-style pooled text conditioning: the mean of the prompt's token states, projected, is added
+    # to the timestep embedding (diffusers' class_embed_type="projection"; see models/pooled_text.py).
+    pooled_text: bool = False
 
     def validate(self, name: str = "unet") -> None:
         for f in ("sample_size", "in_channels", "out_channels", "layers_per_block", "cross_attention_dim",
@@ -87,6 +90,8 @@ class UNetConfig:
 
     def diffusers_kwargs(self) -> dict[str, Any]:
         kw = dataclasses.asdict(self)
+        if kw.pop("pooled_text"):
+            kw.update(class_embed_type="projection", projection_class_embeddings_input_dim=self.cross_attention_dim)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}
 
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from suti.errors import ConfigError, InputError
 from suti.models.config import SubjectConfig
+from suti.models.pooled_text import pooled_text, uses_pooled_text
 from suti.models.subject_attn import DemoContext
 
 
@@ -47,7 +48,12 @@ def level_channels(unet: nn.Module, levels: tuple[str, ...]) -> dict[str, int]:
 
 
 def check_supported_unet(unet: nn.Module) -> None:
-    for name in ("class_embedding", "add_embedding", "encoder_hid_proj"):
+    if getattr(unet, "class_embedding", None) is not None and not uses_pooled_text(unet):
+        raise ConfigError("unet: the demo encoder supports no class embedding other than pooled text "
+                          "(class_embed_type='projection')")
+    if getattr(unet, "config", None) is not None and getattr(unet.config, "class_embeddings_concat", False):
+        raise ConfigError("unet: the demo encoder does not support class_embeddings_concat")
+    for name in ("add_embedding", "encoder_hid_proj"):
         if getattr(unet, name, None) is not None:
             raise ConfigError(f"unet: the demo encoder does not support UNets with `{name}`")
 
@@ -72,11 +78,14 @@ class DemoEncoder(nn.Module):
 
     # -- the UNet's own down path ---------------------------------------------------------------------------
     def unet_features(self, unet: nn.Module, x: torch.Tensor, context: torch.Tensor,
-                      timestep: torch.Tensor) -> dict[str, torch.Tensor]:
+                      timestep: torch.Tensor, context_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Run conv_in -> down blocks (-> mid) of `unet` on x (n, C, H, W) with text-only context (n, L, D)."""
         if unet.config.center_input_sample:
             x = 2 * x - 1.0
         emb = unet.time_embedding(unet.get_time_embed(sample=x, timestep=timestep), None)  # (n, T)
+        pooled = pooled_text(unet, context, context_mask)  # (n, D): the caption's pooled state, if used
+        if pooled is not None:
+            emb = emb + unet.class_embedding(pooled).to(emb.dtype)  # (n, T)
         if unet.time_embed_act is not None:
             emb = unet.time_embed_act(emb)
         h = unet.conv_in(x)  # (n, C0, H, W)
@@ -136,7 +145,7 @@ class DemoEncoder(nn.Module):
         if t.ndim == 1:  # one timestep per sample -> one per demo
             t = t.repeat_interleave(N)[valid]
 
-        feats = self.unet_features(unet, x, ctx, t)
+        feats = self.unet_features(unet, x, ctx, t, caption_mask.flatten(0, 1)[valid])
         toks = []
         for i, lvl in enumerate(self.levels):
             f = feats[lvl]

@@ -27,6 +27,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, PreTrainedTokenizerBase
 
 from suti.errors import InputError
+from suti.models.pooled_text import pooled_text
 from suti.models.subject_attn import DemoContext
 from suti.models.subject_layers import SubjectLayers
 from suti.pipeline.guidance import GUIDANCE_MODES, combine, plan_passes, uses_demos
@@ -258,9 +259,12 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
         device = self._execution_device
 
         # 2. encode prompt (and the empty prompt for guidance)
-        cond, _ = self.encode_text(prompts)  # (P, L, D)
+        cond, cond_mask = self.encode_text(prompts)  # (P, L, D), (P, L)
         cond = cond.repeat_interleave(n_img, dim=0)  # (B, L, D)
-        uncond = self.encode_text([""])[0].expand_as(cond)  # (B, L, D)
+        uncond, uncond_mask = self.encode_text([""])
+        uncond = uncond.expand_as(cond)  # (B, L, D)
+        cond_pool = pooled_text(self.unet, cond, cond_mask.repeat_interleave(n_img, dim=0))  # (B, D) or None
+        uncond_pool = pooled_text(self.unet, uncond, uncond_mask.expand(cond.shape[:2]))  # (B, D) or None
 
         # 3. encode demos ONCE (cached for every step) unless re-encoding per step was asked for
         demos, ctx = None, None
@@ -296,7 +300,8 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
                     ctx = self.encode_demos(demos, t_demo).repeat_interleave(n_img)  # (B, M, D)
                 demo_in = DemoContext.cat([ctx.with_weight(1.0 if p.demo else 0.0) for p in passes])  # (P*B, M, D)
                 states = (text_in, demo_in)
-            pred = self.unet(x_in, t, encoder_hidden_states=states).sample  # (P*B, C, s, s)
+            labels = None if cond_pool is None else torch.cat([cond_pool if p.text else uncond_pool for p in passes])
+            pred = self.unet(x_in, t, encoder_hidden_states=states, class_labels=labels).sample  # (P*B, C, s, s)
             pred = combine(pred, passes)  # (B, C, s, s)
             latents = self.scheduler.step(pred, t, latents, **step_kwargs).prev_sample
 

@@ -6,8 +6,10 @@ batches it would have seen, and two processes never see the same samples.
     source = make_source(recipe, tokenize, image_size)
     batch = source.batch(step, micro=0, rank=0)   # dict of tensors, see `Batch` below
 
-Batch keys: target (B, 3, S, S) in [-1, 1]; text_ids (B, L); apprentice only: demos (B, N, 3, S, S),
-demo_ids (B, N, L), demo_mask (B, N) bool, demo_weight (B,) float (0 = demos dropped for that sample).
+Batch keys: target (B, 3, S, S) in [-1, 1]; text_ids (B, L); with `noise.subject_weight` != 1:
+target_weight (B, 1, S, S) per-pixel loss weights (1 + (w - 1) x the subject's body coverage);
+apprentice only: demos (B, N, 3, S, S), demo_ids (B, N, L), demo_mask (B, N) bool, demo_weight (B,)
+float (0 = demos dropped for that sample).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from suti.errors import ConfigError
 from suti.train.recipe import TrainRecipe
 from suti.world import (SCENES, Context, allowed_recolors, caption, make_subject, render, sample_context, split_of)
+from suti.world.render import render_layers
 
 Tokenize = Callable[[list[str]], torch.Tensor]  # texts -> (n, L) token ids
 Batch = dict[str, torch.Tensor]
@@ -64,14 +67,35 @@ class WorldSource:
     def text_dropped(self, rng: np.random.Generator, text: str) -> str:
         return "" if rng.random() < self.recipe.noise.text_dropout else text
 
+    @property
+    def weighted(self) -> bool:
+        return self.recipe.noise.subject_weight != 1.0
+
+    def render_target(self, s, ctx: Context) -> tuple[object, np.ndarray | None]:
+        """The oracle render (PIL) and, when the loss weights the subject, its body coverage (S, S)."""
+        if not self.weighted:
+            return render(s, ctx, self.size), None
+        layers = render_layers(s, ctx, self.size)  # the same pixels as render(s, ctx, size)
+        return layers.to_pil(), layers.body
+
+    def loss_weights(self, bodies: list[np.ndarray | None]) -> dict[str, torch.Tensor]:
+        """{"target_weight": (B, 1, S, S)} = 1 + (w - 1) * body coverage (no coverage known: 1), or {}."""
+        if not self.weighted:
+            return {}
+        zero = np.zeros((self.size, self.size), np.float32)
+        body = torch.from_numpy(np.stack([zero if b is None else b for b in bodies]))[:, None]  # (B, 1, S, S)
+        return {"target_weight": 1.0 + (self.recipe.noise.subject_weight - 1.0) * body}
+
     def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:
         rng = step_rng(self.seed, step, micro, rank)
-        images, texts = [], []
+        images, texts, bodies = [], [], []
         for _ in range(self.recipe.loop.batch_size):
             s, ctx, text = self.draw(rng)
-            images.append(render(s, ctx, self.size))
+            image, body = self.render_target(s, ctx)
+            images.append(image)
+            bodies.append(body)
             texts.append(self.text_dropped(rng, text))
-        return {"target": to_tensor(images), "text_ids": self.tokenize(texts)}
+        return {"target": to_tensor(images), "text_ids": self.tokenize(texts), **self.loss_weights(bodies)}
 
 
 class DreamBoothSource(WorldSource):
@@ -87,17 +111,19 @@ class DreamBoothSource(WorldSource):
     def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:
         rng = step_rng(self.seed, step, micro, rank)
         cfg = self.recipe.dreambooth
-        images, texts = [], []
+        images, texts, bodies = [], [], []
         for _ in range(self.recipe.loop.batch_size):
+            body = None
             if rng.random() < cfg.prior_fraction:
                 s, ctx, text = self.draw(rng)
-                images.append(render(s, ctx, self.size))
+                image, body = self.render_target(s, ctx)
             else:
                 image, text = self.photos[int(rng.integers(len(self.photos)))]
-                images.append(image)
                 text = f"{cfg.identifier} {text}"
+            images.append(image)
+            bodies.append(body)
             texts.append(self.text_dropped(rng, text))
-        return {"target": to_tensor(images), "text_ids": self.tokenize(texts)}
+        return {"target": to_tensor(images), "text_ids": self.tokenize(texts), **self.loss_weights(bodies)}
 
 
 def demo_context(rng: np.random.Generator, subject, slot: int, kind: str, split: str = "train") -> Context:
@@ -129,17 +155,19 @@ class ApprenticeSource(WorldSource):
     def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:
         rng = step_rng(self.seed, step, micro, rank)
         cfg, B, N = self.recipe.apprentice, self.recipe.loop.batch_size, self.recipe.apprentice.max_demos
-        targets, texts, demos, demo_texts = [], [], [], []
+        targets, texts, demos, demo_texts, bodies = [], [], [], [], []
         mask = torch.zeros(B, N, dtype=torch.bool)
         weight = torch.ones(B)
         for b in range(B):
             use_expert = self.experts is not None and rng.random() < cfg.expert_fraction
+            body = None
             if use_expert:
                 sid, image, text = self.experts.draw(rng)
                 s = self.subject(sid)
             else:
                 s, ctx, text = self.draw(rng)
-                image = render(s, ctx, self.size)
+                image, body = self.render_target(s, ctx)
+            bodies.append(body)
             n = int(rng.integers(cfg.min_demos, cfg.max_demos + 1))
             for j in range(N):
                 if j < n:
@@ -150,10 +178,11 @@ class ApprenticeSource(WorldSource):
                 else:
                     demos.append(np.zeros((self.size, self.size, 3), np.float32) + 127.5)
                     demo_texts.append("")
-            u = rng.random()
-            if u < cfg.demo_dropout + cfg.all_dropout:
+            u = rng.random()  # [demo_dropout | all_dropout | prompt_dropout | both kept]
+            off_demos = cfg.demo_dropout + cfg.all_dropout
+            if u < off_demos:
                 weight[b] = 0.0
-            if cfg.demo_dropout <= u < cfg.demo_dropout + cfg.all_dropout:
+            if cfg.demo_dropout <= u < off_demos + cfg.prompt_dropout:
                 text = ""
             targets.append(image)
             texts.append(text)
@@ -165,6 +194,7 @@ class ApprenticeSource(WorldSource):
             "demo_ids": self.tokenize(demo_texts).view(B, N, -1),  # (B, N, L)
             "demo_mask": mask,  # (B, N)
             "demo_weight": weight,  # (B,)
+            **self.loss_weights(bodies),  # target_weight (B, 1, S, S) when the subject is weighted
         }
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from suti.errors import ModelLoadError
+from suti.models.pooled_text import add_pooled_text, pooled_text
 from suti.models.subject_attn import DemoContext
 from suti.train.recipe import TrainRecipe
 
@@ -51,6 +52,8 @@ def build_pipeline(recipe: TrainRecipe):
             raise ModelLoadError(f"init_from: {recipe.init_from!r} does not record the config that built it")
     else:
         pipe = SuTIPipeline.from_config(model_config(recipe.model))
+    if recipe.add_pooled_text and add_pooled_text(pipe.unet):  # zero-initialised: the start model is unchanged
+        pipe.suti_config.unet.pooled_text = True
     pipe.to(torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -83,6 +86,8 @@ class TrainModule(nn.Module):
             self.text_encoder.requires_grad_(True)
         for p in subject:
             p.requires_grad_(recipe.kind == "apprentice")
+        if recipe.add_pooled_text and getattr(self.unet, "class_embedding", None) is not None:
+            self.unet.class_embedding.requires_grad_(True)  # a layer the recipe adds always trains
         self.train()
         if self.vae is not None:
             self.vae.eval()
@@ -118,7 +123,8 @@ class TrainModule(nn.Module):
                 demos: DemoContext | None = None) -> torch.Tensor:
         text = self.encode_text(text_ids)  # (B, L, D)
         states = text if demos is None else (text, demos)
-        return self.unet(x_t, timesteps, encoder_hidden_states=states).sample  # (B, C, s, s)
+        labels = pooled_text(self.unet, text, text_ids != self.pad_id)  # (B, D), or None
+        return self.unet(x_t, timesteps, encoder_hidden_states=states, class_labels=labels).sample  # (B, C, s, s)
 
     def noisy(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
@@ -143,12 +149,19 @@ class TrainModule(nn.Module):
     # -- the loss ------------------------------------------------------------------------------------------
     def forward(self, target: torch.Tensor, text_ids: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor,
                 demos: torch.Tensor | None = None, demo_ids: torch.Tensor | None = None,
-                demo_mask: torch.Tensor | None = None, demo_weight: torch.Tensor | None = None) -> torch.Tensor:
+                demo_mask: torch.Tensor | None = None, demo_weight: torch.Tensor | None = None,
+                target_weight: torch.Tensor | None = None) -> torch.Tensor:
         x0 = self.to_model_space(target)  # (B, C, s, s)
         x_t = self.noisy(x0, noise, timesteps)
         ctx = None if demos is None else self.demo_context(demos, demo_ids, demo_mask, demo_weight)
         pred = self.denoise(x_t, timesteps, text_ids, ctx)
-        return F.mse_loss(pred.float(), self.regression_target(x0, noise, timesteps).float())
+        err = (pred.float() - self.regression_target(x0, noise, timesteps).float()) ** 2  # (B, C, s, s)
+        if target_weight is None:
+            return err.mean()
+        w = target_weight.float()  # (B, 1, S, S) pixel weights
+        if w.shape[-2:] != err.shape[-2:]:  # latent models: the weight map at the latent resolution
+            w = F.adaptive_avg_pool2d(w, err.shape[-2:])  # (B, 1, s, s)
+        return (err * w).sum() / (w.sum() * err.shape[1])  # weighted mean (plain mean when w = 1)
 
 
 def sample_timesteps(n: int, recipe: TrainRecipe, num_train: int, generator: torch.Generator) -> torch.Tensor:

@@ -87,17 +87,22 @@ class OptimConfig:
 
 @dataclass
 class NoiseConfig:
-    """Training timesteps: uniform, plus a share drawn from the high-noise end where conditioning matters."""
+    """Training timesteps (uniform, plus a share drawn from the high-noise end where conditioning matters)
+    and the per-pixel loss weight of the subject."""
 
     high_noise_fraction: float = 0.5  # share of samples with t drawn from [high_noise_from, T)
     high_noise_from: int = 700
     text_dropout: float = 0.1  # base / dreambooth: empty prompt (for classifier-free guidance)
+    # Loss weight of the subject's own pixels (its body coverage from the renderer) against the rest of
+    # the frame; 1 = plain MSE. Oracle targets only (expert and DreamBooth photos count as weight 1).
+    subject_weight: float = 1.0
 
     def validate(self, name: str = "noise") -> None:
         _fraction(f"{name}.high_noise_fraction", self.high_noise_fraction)
         _fraction(f"{name}.text_dropout", self.text_dropout)
         if self.high_noise_from < 0:
             raise ConfigError(f"{name}.high_noise_from: must be >= 0, got {self.high_noise_from!r}")
+        _positive(f"{name}.subject_weight", self.subject_weight)
 
 
 @dataclass
@@ -144,6 +149,7 @@ class ApprenticeConfig:
     max_demos: int = 3
     demo_dropout: float = 0.1  # demos off, text kept
     all_dropout: float = 0.1  # text and demos off
+    prompt_dropout: float = 0.0  # text off, demos kept: the demos alone must say who the subject is
     expert_fraction: float = 0.0  # share of targets taken from an experts dataset instead of the oracle
     expert_dataset: Union[str, None] = None  # `suti experts run` output (HF dataset directory)
     train_base: bool = False  # also train UNet + text encoder (joint), else only the subject layers
@@ -157,10 +163,10 @@ class ApprenticeConfig:
             raise ConfigError(f"{name}.demo_contexts: expected one of {', '.join(DEMO_CONTEXTS)}, got {self.demo_contexts!r}")
         if not 1 <= self.min_demos <= self.max_demos <= 8:
             raise ConfigError(f"{name}: need 1 <= min_demos <= max_demos <= 8, got {self.min_demos}, {self.max_demos}")
-        for f in ("demo_dropout", "all_dropout", "expert_fraction"):
+        for f in ("demo_dropout", "all_dropout", "prompt_dropout", "expert_fraction"):
             _fraction(f"{name}.{f}", getattr(self, f))
-        if self.demo_dropout + self.all_dropout > 1.0:
-            raise ConfigError(f"{name}: demo_dropout + all_dropout must be <= 1")
+        if self.demo_dropout + self.all_dropout + self.prompt_dropout > 1.0:
+            raise ConfigError(f"{name}: demo_dropout + all_dropout + prompt_dropout must be <= 1")
         if self.expert_fraction > 0 and not self.expert_dataset:
             raise ConfigError(f"{name}.expert_dataset: expert_fraction > 0 needs an experts dataset directory")
 
@@ -185,6 +191,7 @@ class TrainRecipe:
     kind: str = "base"
     model: str = "world"  # preset name or SuTIConfig JSON path (random init) ...
     init_from: Union[str, None] = None  # ... or a trained pipeline directory to start from
+    add_pooled_text: bool = False  # give the UNet pooled text conditioning if it lacks it (models/pooled_text.py)
     loop: LoopConfig = field(default_factory=LoopConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)

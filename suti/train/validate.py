@@ -5,8 +5,12 @@ t >= metric_t_from, the mean absolute x0 error in grey levels (0-255) of the mod
     with the prompt and no demos        x0_err_text
     with the empty prompt, no demos     x0_err_uncond
     with the prompt and the demos       x0_err_demos      (apprentice)
+    with the empty prompt and the demos x0_err_demos_only (apprentice)
 text_gain = x0_err_uncond / x0_err_text - 1 (> 0: the prompt helps), demo_gain = x0_err_text /
-x0_err_demos - 1 (> 0: the demos help). A model that ignores a condition has a gain of ~0.
+x0_err_demos - 1 (> 0: the demos help on top of the prompt), demo_only_gain = x0_err_uncond /
+x0_err_demos_only - 1 (> 0: the demos alone say something about the target). A model that ignores a
+condition has a gain of ~0. Each also comes as `..._subj`: the same over the subject's own pixels
+(its body coverage from the renderer), where the subject words of the prompt and the demos must act.
 
 Grid: one row per validation subject: its demos, then one sample per skill; below it, the oracle's
 rendering of the same prompts (what a perfect model would draw).
@@ -26,6 +30,7 @@ from suti.train.model import TrainModule
 from suti.train.recipe import TrainRecipe
 from suti.world import SKILLS, Context, allowed_recolors, caption, for_skill, make_subject, render, sample_context
 from suti.world import split_of
+from suti.world.render import render_layers
 
 CELL = 64  # grid cell size in pixels (small images are upscaled with nearest neighbour)
 
@@ -45,18 +50,21 @@ def metric_batch(recipe: TrainRecipe, tokenize: Tokenize, size: int) -> dict[str
     ws, n_demo = recipe.world.world_seed, min(recipe.apprentice.max_demos, 3)
     rng = np.random.default_rng([ws, 0x5A1])  # by world seed: runs that differ only in loop.seed compare
     ids = validation_subjects(recipe)
-    targets, texts, demos, demo_texts = [], [], [], []
+    targets, bodies, texts, demos, demo_texts = [], [], [], [], []
     for i in range(recipe.validation.metric_batch):
         sid = ids[i % len(ids)]
         s, split = make_subject(sid, ws), split_of(sid, ws)
         ctx = sample_context(rng, s, allowed_recolors(s, split))
-        targets.append(render(s, ctx, size))
+        layers = render_layers(s, ctx, size)
+        targets.append(layers.to_pil())
+        bodies.append(layers.body)
         texts.append(prompt_for(recipe, caption(s, ctx, rng)))
         ims, caps = demo_set(s, n_demo, rng, size, split, recipe.apprentice.demo_contexts)
         demos += ims
         demo_texts += caps
     B = len(targets)
-    return {"target": to_tensor(targets), "text_ids": tokenize(texts), "empty_ids": tokenize([""] * B),
+    return {"target": to_tensor(targets), "body": torch.from_numpy(np.stack(bodies))[:, None],  # (B, 1, S, S)
+            "text_ids": tokenize(texts), "empty_ids": tokenize([""] * B),
             "demos": to_tensor(demos).view(B, n_demo, 3, size, size), "demo_ids": tokenize(demo_texts).view(B, n_demo, -1),
             "demo_mask": torch.ones(B, n_demo, dtype=torch.bool)}
 
@@ -71,18 +79,31 @@ def conditioning_metrics(module: TrainModule, batch: dict[str, torch.Tensor], re
     noise = torch.randn(x0.shape, generator=g)
     x_t = module.noisy(x0, noise, t)
 
-    def err(text_ids: torch.Tensor, ctx: DemoContext | None) -> float:
+    body = batch["body"]  # (B, 1, S, S) the subject's coverage
+    out: dict[str, float] = {}
+
+    def err(name: str, text_ids: torch.Tensor, ctx: DemoContext | None) -> None:
+        """x0_err_<name> over the frame and x0_err_<name>_subj over the subject's own pixels."""
         x0_hat = module.predicted_x0(module.denoise(x_t, t, text_ids, ctx), x_t, t)
         if module.vae is not None:
             x0_hat = module.vae.decode(x0_hat / module.vae.config.scaling_factor).sample
-        return float((x0_hat.clamp(-1, 1) - batch["target"]).abs().mean() * 127.5)
+        e = (x0_hat.clamp(-1, 1) - batch["target"]).abs() * 127.5  # (B, 3, S, S) grey levels
+        out[f"x0_err_{name}"] = float(e.mean())
+        out[f"x0_err_{name}_subj"] = float((e * body).sum() / (body.sum() * 3).clamp_min(1e-6))
 
-    out = {"x0_err_text": err(batch["text_ids"], None), "x0_err_uncond": err(batch["empty_ids"], None)}
-    out["text_gain"] = out["x0_err_uncond"] / max(out["x0_err_text"], 1e-6) - 1
+    def gain(key: str, worse: str, better: str) -> None:
+        out[key] = out[worse] / max(out[better], 1e-6) - 1
+        out[f"{key}_subj"] = out[f"{worse}_subj"] / max(out[f"{better}_subj"], 1e-6) - 1
+
+    err("text", batch["text_ids"], None)
+    err("uncond", batch["empty_ids"], None)
+    gain("text_gain", "x0_err_uncond", "x0_err_text")
     if recipe.kind == "apprentice":
         ctx = module.demo_context(batch["demos"], batch["demo_ids"], batch["demo_mask"], torch.ones(B))
-        out["x0_err_demos"] = err(batch["text_ids"], ctx)
-        out["demo_gain"] = out["x0_err_text"] / max(out["x0_err_demos"], 1e-6) - 1
+        err("demos", batch["text_ids"], ctx)
+        gain("demo_gain", "x0_err_text", "x0_err_demos")
+        err("demos_only", batch["empty_ids"], ctx)
+        gain("demo_only_gain", "x0_err_uncond", "x0_err_demos_only")
     if recipe.kind == "apprentice":  # how open the demo attention is: mean |tanh(gate)| over the layers
         out["gate_abs"] = float(np.mean([abs(np.tanh(g)) for g in module.subject.gates().values()]))
     module.train()
