@@ -5,6 +5,8 @@ Built-in reference systems, chosen by a spec string (optionally "NAME=SPEC" to r
     copy            returns one of the demos unchanged (text floor)
     base:DIR        any SuTIPipeline dir run text-only (subject_images=None): the subject floor
     suti:DIR        any SuTIPipeline dir with the demos and their captions
+    dreambooth:DIR[@STEPS]  per subject, fine-tune DIR on the demos (the `dreambooth` recipe, STEPS steps,
+                    default the recipe's), then render "sks <prompt>" text-only: the per-subject baseline
     pkg.mod:NAME    your own callable (or a zero-argument factory returning one, if NAME ends in "()")
 
 Pipelines run with the benchmark's sampler, step count and guidance scales, and a torch generator
@@ -24,7 +26,7 @@ from suti.eval.benchmark import Benchmark, BenchmarkConfig, item_context
 from suti.world.render import render
 
 System = Callable[[Sequence[Any], Sequence[str], str, int], Any]
-BUILTINS = ("gt", "copy", "base", "suti")
+BUILTINS = ("gt", "copy", "base", "suti", "dreambooth")
 SAMPLERS = ("ddim", "ddpm", "euler", "dpm")
 
 
@@ -96,6 +98,92 @@ class PipelineSystem:
         return out.images[0]
 
 
+class DreamBoothSystem:
+    """Per-subject fine-tuning: one DreamBooth run per distinct demo set, cached for all its prompts.
+
+    The demos and captions are written as a photo folder (captions.jsonl) and fine-tuned with the
+    `dreambooth` recipe from `model_dir`; its images come from the fine-tuned model prompted with
+    "<identifier> <prompt>" and the benchmark's sampler, steps and text guidance (no demos at sampling).
+    `seconds` records each subject's fine-tuning time (the adaptation cost SuTI avoids)."""
+
+    def __init__(self, model_dir: str | Path, config: BenchmarkConfig, steps: int | None = None,
+                 recipe: str = "dreambooth"):  # fmt: skip
+        import shutil
+        import tempfile
+        import weakref
+
+        from suti.train.recipe import load_recipe
+
+        if not Path(model_dir).is_dir():
+            raise InputError(f"model directory {model_dir} not found")
+        if steps is not None and steps <= 0:
+            raise InputError(f"dreambooth steps must be > 0, got {steps}")
+        self.recipe = load_recipe(recipe, init_from=str(model_dir))
+        self.steps = steps or self.recipe.loop.max_steps
+        self.config = config
+        self.work = Path(tempfile.mkdtemp(prefix="suti-dreambooth-"))  # fine-tuned copies: removed with the system
+        weakref.finalize(self, shutil.rmtree, self.work, ignore_errors=True)
+        self.pipes: dict[tuple, Any] = {}
+        self.seconds: list[float] = []
+
+    def _finetune(self, demos, demo_captions):
+        import json
+        import time
+
+        from suti.pipeline import SuTIPipeline
+        from suti.pipeline.preprocess import to_rgb_image
+        from suti.train.loop import train
+
+        run = self.work / f"subject-{len(self.pipes):03d}"
+        photos = run / "photos"
+        photos.mkdir(parents=True)
+        lines = []
+        for i, (im, cap) in enumerate(zip(demos, demo_captions)):
+            to_rgb_image(im, f"demo {i}").save(photos / f"{i}.png")
+            lines.append(json.dumps({"file": f"{i}.png", "caption": cap}))
+        (photos / "captions.jsonl").write_text("\n".join(lines) + "\n")
+        r = self.recipe
+        recipe = replace(r, loop=replace(r.loop, max_steps=self.steps, checkpoint_every=self.steps, keep_last=1,
+                                         validate_every=0, grid_every=0),
+                         dreambooth=replace(r.dreambooth, photos=str(photos)))  # fmt: skip
+        t = time.perf_counter()
+        train(recipe, run / "train", progress=False)
+        self.seconds.append(time.perf_counter() - t)
+        pipe = SuTIPipeline.from_pretrained(str(run / "train" / "model"))
+        pipe.scheduler = _scheduler(pipe, self.config.sampler)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def __call__(self, demos, demo_captions, prompt: str, seed: int):
+        import hashlib
+
+        import numpy as np
+        import torch
+
+        from suti.pipeline.preprocess import to_rgb_image
+
+        digest = hashlib.sha256()
+        for i, im in enumerate(demos):
+            digest.update(np.asarray(to_rgb_image(im, f"demo {i}")).tobytes())
+        key = (digest.hexdigest(), tuple(demo_captions))
+        if key not in self.pipes:
+            self.pipes[key] = self._finetune(demos, demo_captions)
+        out = self.pipes[key](f"{self.recipe.dreambooth.identifier} {prompt}", num_inference_steps=self.config.steps,
+                              guidance_scale=self.config.guidance_scale,
+                              generator=torch.Generator().manual_seed(int(seed)))  # fmt: skip
+        return out.images[0]
+
+
+def _dreambooth_spec(arg: str) -> tuple[str, int | None]:
+    """"DIR" or "DIR@STEPS" -> (DIR, STEPS or None)."""
+    path, at, steps = arg.rpartition("@")
+    if not at:
+        return arg, None
+    if not steps.isdigit():
+        raise InputError(f"dreambooth:{arg}: the part after '@' must be a step count, got {steps!r}")
+    return path, int(steps)
+
+
 def _import_callable(spec: str) -> System:
     module_name, _, attr = spec.partition(":")
     factory = attr.endswith("()")
@@ -123,11 +211,17 @@ def resolve_system(text: str, bench: Benchmark) -> NamedSystem:
         if bench.config.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {bench.config.sampler!r}; choose from {', '.join(SAMPLERS)}")
         fn = PipelineSystem(arg, bench.config, use_demos=kind == "suti")
+    elif kind == "dreambooth":
+        if not arg:
+            raise InputError("system 'dreambooth' needs a base model directory: dreambooth:DIR[@STEPS]")
+        model_dir, steps = _dreambooth_spec(arg)
+        fn = DreamBoothSystem(model_dir, bench.config, steps)
     elif ":" in spec and kind not in BUILTINS:
         fn = _import_callable(spec)
         kind = arg.removesuffix("()")
     else:
-        raise InputError(f"unknown system {spec!r}; use gt, copy, base:DIR, suti:DIR or module:callable")
+        raise InputError(f"unknown system {spec!r}; use gt, copy, base:DIR, suti:DIR, dreambooth:DIR[@STEPS] "
+                         "or module:callable")
     name = name.strip() or kind
     if not name.replace("-", "").replace("_", "").isalnum():
         raise InputError(f"system name {name!r} must be letters, digits, '-' or '_'")

@@ -104,6 +104,9 @@ class DreamBoothSource(WorldSource):
     def __init__(self, recipe: TrainRecipe, tokenize: Tokenize, image_size: int):
         super().__init__(recipe, tokenize, image_size)
         cfg = recipe.dreambooth
+        if cfg.photos:
+            self.photos = folder_photos(cfg.photos, image_size)
+            return
         self.target = self.subject(cfg.subject_id)
         self.photos = dreambooth_photos(self.target, cfg.subject_id, cfg.num_photos, self.world_seed, image_size)
         self.pool = [i for i in self.pool if i != cfg.subject_id]
@@ -140,6 +143,24 @@ def dreambooth_photos(subject, subject_id: int, n: int, world_seed: int, size: i
     rng = np.random.default_rng([world_seed, subject_id, 0xDB])
     contexts = [Context()] + [sample_context(rng, subject, recolors=()) for _ in range(n - 1)]
     return [(render(subject, c, size), caption(subject, c, rng)) for c in contexts]
+
+
+def folder_photos(folder: str, size: int) -> list[tuple[object, str]]:
+    """A user's photos and captions from a folder with `captions.jsonl`, as RGB squares of `size` px."""
+    import PIL.Image
+
+    from retrieval.reader import read_captions_folder
+    from suti.pipeline.preprocess import fit_square, to_rgb_image
+
+    photos = []
+    for row in read_captions_folder(folder):
+        try:
+            with PIL.Image.open(row["path"]) as im:
+                image = to_rgb_image(im, row["path"])
+        except (OSError, PIL.UnidentifiedImageError) as e:
+            raise ConfigError(f"dreambooth.photos: cannot read {row['path']!r}: {e}") from None
+        photos.append((fit_square(image, size), row["caption"]))
+    return photos
 
 
 class ApprenticeSource(WorldSource):

@@ -127,6 +127,9 @@ class DreamBoothConfig:
     identifier: str = "sks"  # out-of-vocabulary for the world tokenizer -> a token base training never saw
     prior_fraction: float = 0.0  # share of each batch that is other subjects with their plain captions
     train_text_encoder: bool = False
+    # A folder of the user's own photos with `captions.jsonl` ({"file", "caption"} per line) to fine-tune
+    # on instead of world subject `subject_id` (whose held-out renders then no longer validate the run).
+    photos: Union[str, None] = None
 
     def validate(self, name: str = "dreambooth") -> None:
         if self.subject_id < 0:
