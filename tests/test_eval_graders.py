@@ -55,12 +55,11 @@ def test_noise_scores_low_realism_and_clean_renders_high(graders, size):
 
 
 def test_probes_are_accurate_on_fresh_held_out_renders(graders):
-    """Context fields (what text fidelity multiplies) >= 98 %; the identity traits, a diagnostic, are
-    below the issue's 98 % at 32 px (shape ~96 %, pattern ~90 %: see docs/evaluation.md)."""
+    """Every field >= 98 % on a fresh subset (shape and pattern read by TraitNet; the full-size
+    numbers are in validation.json: pattern 0.983 / 0.989 at 32 / 64 px, the closest to the bar)."""
     acc = probe_checks(graders, sizes=(32,), subjects=60, per_subject=4)[32]
-    for field in ("scene", "style", "accessory", "scale", "position", "color", "pose"):
+    for field in ("scene", "style", "accessory", "scale", "position", "shape", "pattern", "color", "pose"):
         assert acc[field] >= 0.98, acc
-    assert acc["shape"] >= 0.93 and acc["pattern"] >= 0.85, acc
 
 
 def test_scores_do_not_depend_on_the_image_size(graders):
@@ -94,7 +93,7 @@ def test_committed_weights_are_small_and_load_through_open_clip_and_retrieval():
     )
 
     sizes = {p.name: p.stat().st_size for p in WEIGHTS.iterdir() if p.is_file()}
-    assert sum(sizes.values()) < 6_000_000, sizes
+    assert sum(sizes.values()) < 7_000_000, sizes  # 6.7 MB with TraitNet (0.96 MB) since issue #4
     open_clip.add_model_config(WEIGHTS / f"{WORLD_CLIP_NAME}.json")
     model = open_clip.create_model(WORLD_CLIP_NAME, pretrained=str(checkpoint_path()))
     clip = load_world_clip()

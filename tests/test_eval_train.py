@@ -26,11 +26,14 @@ def tiny_weights(tmp_path_factory):
 
 def test_tiny_training_writes_every_grader_file_with_a_manifest(tiny_weights):
     out, manifest = tiny_weights
-    names = {"perception.safetensors", "perception.json", "pose.safetensors", "pose.json", "calibration.json",
-             "realism.safetensors", "suti-world-clip.json", "suti-world-clip.safetensors"}  # fmt: skip
+    names = {"perception.safetensors", "perception.json", "pose.safetensors", "pose.json", "traits.safetensors",
+             "traits.json", "calibration.json", "realism.safetensors", "suti-world-clip.json",
+             "suti-world-clip.safetensors"}  # fmt: skip
     assert names <= {p.name for p in out.iterdir()}
     assert set(manifest["files"]) == names
     assert json.loads((out / "manifest.json").read_text())["command"] == "suti eval train-graders"
+    assert manifest["traits_log"] and {"shape", "pattern"} <= set(manifest["traits_log"][-1])
+    assert manifest["seconds"]["traits"] >= 0.0
     assert 0.0 <= manifest["clip_recall_heldout"]["recall@1"] <= manifest["clip_recall_heldout"]["recall@5"] <= 1.0
 
 
@@ -73,6 +76,67 @@ def test_tiny_graders_load_and_score_in_unit_interval(tiny_weights):
     ctx = Context(scene="beach")
     rows = graders.score([render(subject, ctx, 32)], [subject], [caption(subject, ctx)], demos=[[render(subject)]])
     assert all(0.0 <= rows[0][k] <= 1.0 for k in ("subject", "text", "realism", "overall"))
+
+
+def test_shape_and_pattern_probabilities_come_from_the_trait_net(tiny_weights):
+    from suti.eval.graders import Graders
+    from suti.eval.nets import TraitNet, load_net
+    from suti.eval.probes import FIELDS
+    from suti.world import Context, caption, make_subject, render
+
+    graders = Graders.load(tiny_weights[0], with_clip=False)
+    assert isinstance(graders.trait_net, TraitNet)
+    subjects = [make_subject(i) for i in (27, 60)]
+    ctx = Context(scene="beach")
+    images = [render(s, ctx, 32) for s in subjects]
+    probs = graders.probe_fields(images, subjects)
+    for f in ("shape", "pattern"):
+        assert probs[f].shape == (2, len(FIELDS[f])) and np.allclose(probs[f].sum(axis=1), 1.0, atol=1e-5)
+    # a trait net that is sure of the true shape and pattern moves the fields of score() to 1
+    sure = load_net(tiny_weights[0], "traits")
+    with torch.no_grad():
+        for f, value in (("shape", subjects[0].shape), ("pattern", subjects[0].pattern)):
+            sure.heads[f].weight.zero_()
+            sure.heads[f].bias.fill_(-20.0)
+            sure.heads[f].bias[FIELDS[f].index(value)] = 20.0
+    graders.trait_net = sure
+    row = graders.score(images[:1], subjects[:1], [caption(subjects[0], ctx)], contexts=[ctx])[0]
+    assert row["fields"]["shape"] > 0.999 and row["fields"]["pattern"] > 0.999
+    # without a trait net (an older weights folder) the PerceptionNet probes answer
+    graders.trait_net = None
+    assert np.allclose(graders.probe_fields(images, subjects)["shape"], graders.perceive(images).probs["shape"])
+
+
+def test_older_weight_folders_without_a_trait_net_still_load(tiny_weights, tmp_path):
+    import shutil
+
+    from suti.eval.graders import Graders
+
+    shutil.copytree(tiny_weights[0], tmp_path / "old")
+    for name in ("traits.safetensors", "traits.json"):
+        (tmp_path / "old" / name).unlink()
+    assert Graders.load(tmp_path / "old", with_clip=False).trait_net is None
+
+
+def test_cli_parts_traits_retrains_only_the_trait_net(tiny_weights, tmp_path):
+    import shutil
+
+    from retrieval.atomic import sha256_file
+    from tools.eval_auto import main
+
+    out = tmp_path / "w"
+    shutil.copytree(tiny_weights[0], out)
+    (out / "traits.safetensors").unlink()
+    before = {p.name: sha256_file(p) for p in out.iterdir() if p.name != "manifest.json"}
+    code = main(["train-graders", "--tiny", "--out", str(out), "--parts", "traits", "--no-validate", "--no-progress"])
+    assert code == 0
+    after = {p.name: sha256_file(p) for p in out.iterdir() if p.name != "manifest.json"}
+    assert {k: v for k, v in after.items() if k != "traits.safetensors"} == before  # nothing else rewritten
+    # deterministic: the retrained trait net is byte-identical to the one of the full tiny run
+    assert after["traits.safetensors"] == tiny_weights[1]["files"]["traits.safetensors"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parts_retrained_last"] == ["traits"]
+    assert main(["train-graders", "--tiny", "--out", str(out), "--parts", "traits,nope", "--no-validate"]) != 0
 
 
 def test_supcon_loss_prefers_embeddings_that_group_by_label():

@@ -60,18 +60,21 @@ def train_graders(
     tiny: bool = typer.Option(False, "--tiny", help="A few steps on a few subjects (a smoke test, not graders)."),
     validate: bool = typer.Option(True, "--validate/--no-validate", help="Run the grader validation afterwards."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    parts: str = typer.Option(None, "--parts", help="Comma list of parts to retrain (perception, pose, traits, "
+                              "calibration, clip; default all); the others are loaded from the folder."),
 ) -> None:
-    """(Re)train the world CLIP, identity embedding, probes and realism model, then validate them."""
+    """(Re)train the world CLIP, identity embedding, probes, pose and trait nets and realism model, then validate."""
     import json
 
     from suti.eval.clip_world import WEIGHTS_DIR
-    from suti.eval.train_graders import GraderTrainConfig
+    from suti.eval.train_graders import PARTS, GraderTrainConfig
     from suti.eval.train_graders import train_graders as run
 
     target = out if out is not None else WEIGHTS_DIR
     if target.exists() and not target.is_dir():
         raise InputError(f"{target} exists and is not a directory")
-    manifest = run(target, GraderTrainConfig.tiny() if tiny else GraderTrainConfig(), progress, validate)
+    chosen = PARTS if parts is None else tuple(p.strip() for p in parts.split(",") if p.strip())
+    manifest = run(target, GraderTrainConfig.tiny() if tiny else GraderTrainConfig(), progress, validate, chosen)
     typer.echo(json.dumps({"seconds": manifest["seconds"], "clip_recall_heldout": manifest["clip_recall_heldout"],
                            "validation_all_pass": manifest.get("validation_all_pass")}))  # fmt: skip
     typer.echo(f"wrote grader weights to {target}")

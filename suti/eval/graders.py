@@ -7,7 +7,10 @@
     traits   = prod over identity traits (shape, pattern, own colour) of P(trait shown): a diagnostic,
                not a factor of `subject`: the identity check against ground truth already rejects a
                wrong shape or pattern (validation: trait-swapped twins), and multiplying in a probe
-               that is 87-98 % accurate at 32 px would only add the probe's own error to the ceiling.
+               that is not perfect would only add the probe's own error to the ceiling.
+Field probabilities come from PerceptionNet's probes, except shape and pattern, which TraitNet reads
+(traits.safetensors; a weights folder without it, from before TraitNet, falls back to PerceptionNet's
+own shape and pattern probes).
 Paper-style means for comparison: dino (identity cosine to the demos), clip_i (world-CLIP cosine to
 the demos), clip_t (world-CLIP cosine to the prompt); raw cosines, not in [0, 1].
 Field probabilities are summed over the values that render the same as the prompted one (probes.py).
@@ -32,6 +35,7 @@ from suti.eval.identity import REFERENCE_CONTEXTS, Calibration
 from suti.eval.images import GRADER_SIZE, to_grader_array, to_tensor
 from suti.eval.probes import (
     IMAGE_FIELDS,
+    TRAIT_NET_FIELDS,
     accepted_sets,
     field_probability,
     text_fields,
@@ -62,8 +66,9 @@ class Perception:
 
 class Graders:
     def __init__(self, net, pose_net, calibration: Calibration, realism: RealismModel | None,
-                 clip: WorldClip | None):  # fmt: skip
+                 clip: WorldClip | None, trait_net=None):  # fmt: skip
         self.net, self.pose_net, self.calibration, self.realism, self.clip = net, pose_net, calibration, realism, clip
+        self.trait_net = trait_net  # None: shape and pattern from PerceptionNet's probes (pre-TraitNet folders)
         self._refs: dict[tuple[int, int], tuple[np.ndarray, Any]] = {}
         self._ctx_refs: dict[tuple, np.ndarray] = {}
         self._accepted: dict[tuple, dict] = {}  # (subject id, world seed, context) -> accepted sets
@@ -79,7 +84,8 @@ class Graders:
         calibration = Calibration(**json.loads(calib_file.read_text())["identity"])
         clip = load_world_clip(folder) if with_clip else None
         realism = load_realism(folder / "realism.safetensors")
-        return cls(load_net(folder, "perception"), load_net(folder, "pose"), calibration, realism, clip)
+        traits = load_net(folder, "traits") if (folder / "traits.safetensors").is_file() else None
+        return cls(load_net(folder, "perception"), load_net(folder, "pose"), calibration, realism, clip, traits)
 
     # -- reading images ---------------------------------------------------------------------------
     def perceive(self, images: Any, batch_size: int = 256) -> Perception:
@@ -96,6 +102,21 @@ class Graders:
             emb = self.net.embed(neck).numpy()
             probs = {f: v.softmax(-1).numpy() for f, v in self.net.probe_logits(neck).items()}
         return Perception(fmap, neck.numpy(), emb, probs)
+
+    def image_probs(self, images: Any, seen: Perception | None = None, batch_size: int = 256) -> dict[str, np.ndarray]:
+        """P(value) of every image field, (N, n_values) each: PerceptionNet's probes, with shape and
+        pattern from TraitNet when it is loaded (image and mirror image averaged). `seen`: the images' Perception, if already computed."""
+        import torch
+
+        arr = to_grader_array(images)  # (N, 32, 32, 3)
+        probs = dict((seen if seen is not None else self.perceive(arr, batch_size)).probs)
+        if self.trait_net is not None:
+            with torch.inference_mode():
+                parts = [self.trait_net.predict(to_tensor(arr[a : a + batch_size]))
+                         for a in range(0, len(arr), batch_size)]  # fmt: skip
+            for f in TRAIT_NET_FIELDS:
+                probs[f] = torch.cat([p[f] for p in parts]).numpy()  # (N, n_values)
+        return probs
 
     def pose_probs(self, images: Any, subjects: Sequence[Subject]) -> np.ndarray:
         """P(rotation x mirroring) of each image relative to its subject's canonical render, (N, n_poses)."""
@@ -144,7 +165,7 @@ class Graders:
         contexts = list(contexts) if contexts is not None else [context_from_caption(p) for p in prompts]
         arr = to_grader_array(images)  # (N, 32, 32, 3)
         seen = self.perceive(arr)
-        probs = {**seen.probs, "pose": self.pose_probs(arr, subjects)}
+        probs = {**self.image_probs(arr, seen), "pose": self.pose_probs(arr, subjects)}
         p_same = self.calibration(self.identity_statistic(seen.embedding, subjects, contexts))
         realism = self.realism.score(seen.realism_features)
         extra = self._paper_scores(arr, seen.embedding, prompts, demos)
@@ -187,4 +208,5 @@ class Graders:
     def probe_fields(self, images: Any, subjects: Sequence[Subject]) -> dict[str, np.ndarray]:
         """Raw probabilities of every field (pose read against each subject's canonical render)."""
         arr = to_grader_array(images)
-        return {**{f: self.perceive(arr).probs[f] for f in IMAGE_FIELDS}, "pose": self.pose_probs(arr, subjects)}
+        probs = self.image_probs(arr)
+        return {**{f: probs[f] for f in IMAGE_FIELDS}, "pose": self.pose_probs(arr, subjects)}

@@ -1,4 +1,4 @@
-"""Train the grader networks on TRAIN render pools: PerceptionNet, then PoseNet.
+"""Train the grader networks on TRAIN render pools: PerceptionNet, PoseNet and TraitNet.
 
 PerceptionNet, one step: a batch of subjects grouped by coarse caption (hard negatives for the
 identity loss), each seen in `renders_per_subject` random contexts, plus each subject's canonical render.
@@ -7,7 +7,8 @@ identity loss), each seen in `renders_per_subject` random contexts, plus each su
 PoseNet, one step: random pool images (poses as the world draws them: mostly upright, as in the
 benchmark) with their subjects' canonical renders,
     loss = cross-entropy over rotation x mirroring.
-Both: Gaussian pixel noise and colour-channel swaps as augmentation, AdamW, warm-up + cosine decay.
+TraitNet, one step: random pool images (as PoseNet), loss = sum of the shape and pattern cross-entropies.
+All: Gaussian pixel noise and colour-channel swaps as augmentation, AdamW, warm-up + cosine decay.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import numpy as np
 
 from suti.eval.identity import sample_identity_batch, supcon_loss
 from suti.eval.images import add_noise, to_tensor
-from suti.eval.nets import NetConfig, PerceptionNet, PoseNet
+from suti.eval.nets import NetConfig, PerceptionNet, PoseNet, TraitNet
 from suti.eval.pools import RenderPool
-from suti.eval.probes import FIELDS, UNGRADED, labels_for, probe_losses
+from suti.eval.probes import FIELDS, TRAIT_NET_FIELDS, UNGRADED, labels_for, probe_losses
 
 
 @dataclass(frozen=True)
@@ -164,4 +165,47 @@ def train_pose(pool: RenderPool, cfg: PoseTrainConfig = PoseTrainConfig(), progr
         opt.step()
         if step % log_every == 0 or step == cfg.steps - 1:
             log.append({"step": step, "loss": float(loss.detach()), "seconds": round(time.perf_counter() - start, 1)})
+    return net.to(memory_format=torch.contiguous_format).eval(), log
+
+
+@dataclass(frozen=True)
+class TraitTrainConfig:
+    steps: int = 3000
+    batch_size: int = 96
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    warmup: int = 40
+    noise_prob: float = 0.3
+    permute_prob: float = 0.3  # channel swaps keep shape and pattern labels (a red dot pattern is still dots)
+    seed: int = 0
+    net: NetConfig = field(default_factory=lambda: NetConfig(channels=(24, 48, 96), neck=192))
+
+
+def train_traits(pool: RenderPool, cfg: TraitTrainConfig = TraitTrainConfig(), progress: bool = True,
+                 log_every: int = 50) -> tuple[TraitNet, list[dict]]:  # fmt: skip
+    """Train TraitNet from scratch on random pool images; returns (net in eval mode, log rows)."""
+    import torch
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng([cfg.seed, 0x7A17])
+    net = TraitNet(cfg.net).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    labels = {f: v.reshape(-1) for f, v in pool_labels(pool).items() if f in TRAIT_NET_FIELDS}  # {field: (S*K,)}
+    images = pool.flat()[0]
+    log, start = [], time.perf_counter()
+    for step in tqdm(range(cfg.steps), desc="traits", disable=not progress):
+        idx = rng.choice(len(images), min(cfg.batch_size, len(images)), replace=False)
+        x = add_noise(to_tensor(images[idx]), rng, cfg.noise_prob)  # (B, 3, G, G)
+        x, _ = permute_channels(x, rng, cfg.permute_prob)
+        target = {f: torch.from_numpy(v[idx]) for f, v in labels.items()}  # UNGRADED rows are ignored
+        loss, parts = probe_losses(net(x.contiguous(memory_format=torch.channels_last)), target, TRAIT_NET_FIELDS)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % log_every == 0 or step == cfg.steps - 1:
+            log.append({"step": step, "loss": float(loss.detach()), **parts,
+                        "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
     return net.to(memory_format=torch.contiguous_format).eval(), log

@@ -45,6 +45,7 @@ FIELDS: dict[str, tuple] = {
 IMAGE_FIELDS = tuple(f for f in FIELDS if f != "pose")  # read from the image alone
 CONTEXT_FIELDS = ("scene", "style", "accessory", "pose", "scale", "position")
 TRAIT_FIELDS = ("shape", "pattern", "color")
+TRAIT_NET_FIELDS = ("shape", "pattern")  # read by TraitNet (full-resolution texture), not PerceptionNet
 COLOURLESS_STYLES = ("grayscale", "sketch")
 EQUIV_FIELDS = ("pose", "pattern")
 EQUIV_RMS = 4.0  # grey levels (of 255) at the grader size: below this two renders count as the same
@@ -117,12 +118,12 @@ def field_probability(probs: np.ndarray, accepted: tuple[int, ...]) -> float:
     return float(np.clip(probs[list(accepted)].sum(), 0.0, 1.0))
 
 
-def probe_losses(logits: dict, labels: dict):
+def probe_losses(logits: dict, labels: dict, fields: tuple[str, ...] = IMAGE_FIELDS):
     """Mean cross-entropy per field over the graded rows; returns (total, {field: loss})."""
     import torch.nn.functional as F
 
     parts = {}
-    for field in IMAGE_FIELDS:
+    for field in fields:
         if (labels[field] != UNGRADED).any():  # a batch without a graded row has no loss for the field
             parts[field] = F.cross_entropy(logits[field], labels[field], ignore_index=UNGRADED)
     total = sum(parts.values())

@@ -4,11 +4,12 @@
        held-out subjects (validation only; the benchmark's subjects are excluded)
     2. PerceptionNet (identity embedding + probes)                     -> perception.safetensors/.json
        PoseNet (rotation x mirroring vs the canonical render), same pool -> pose.safetensors/.json
+       TraitNet (shape and pattern at full resolution), same pool       -> traits.safetensors/.json
     3. identity calibration P(same) on the calibration subjects       -> calibration.json
     4. realism: bank of TRAIN features, calibration-subject distances -> realism.safetensors
     5. world CLIP (open_clip, custom config), recall on held-out      -> suti-world-clip.json/.safetensors
     6. manifest.json (configs, timings, sha256) and validation.json (validation.py)
-Deterministic given the config (CPU, one thread); ~20-30 CPU-minutes at the defaults.
+Deterministic given the config (CPU, one thread); ~30-35 CPU-minutes at the defaults.
 """
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ from suti.eval.nets import save_net
 from suti.eval.perception_train import (
     PerceptionTrainConfig,
     PoseTrainConfig,
+    TraitTrainConfig,
     train_perception,
     train_pose,
+    train_traits,
 )
 from suti.eval.pools import PoolConfig, RenderPool, build_pool
 from suti.eval.realism import fit_realism
@@ -60,6 +63,7 @@ class GraderTrainConfig:
     world_seed: int = 0
     perception: PerceptionTrainConfig = field(default_factory=PerceptionTrainConfig)
     pose: PoseTrainConfig = field(default_factory=PoseTrainConfig)
+    traits: TraitTrainConfig = field(default_factory=TraitTrainConfig)
     clip: ClipTrainConfig = field(default_factory=ClipTrainConfig)
 
     @classmethod
@@ -71,6 +75,7 @@ class GraderTrainConfig:
         return cls(train_subjects=40, per_subject=3, clip_subjects=20, calib_subjects=16,
                    heldout_subjects=12, bank_size=60, clip=ClipTrainConfig(steps=3, batch_size=32),
                    pose=PoseTrainConfig(steps=3, batch_size=16, net=net),
+                   traits=TraitTrainConfig(steps=3, batch_size=16, net=net),
                    perception=PerceptionTrainConfig(steps=3, subjects_per_batch=16, renders_per_subject=2, net=net))  # fmt: skip
 
 
@@ -107,7 +112,7 @@ def calibrate(out: Path, calib: RenderPool, train_images: np.ndarray, cfg: Grade
     return calibration
 
 
-PARTS = ("perception", "pose", "calibration", "clip")
+PARTS = ("perception", "pose", "traits", "calibration", "clip")
 
 
 def train_graders(out_dir: str | Path = WEIGHTS_DIR, cfg: GraderTrainConfig = GraderTrainConfig(),
@@ -152,6 +157,11 @@ def train_graders(out_dir: str | Path = WEIGHTS_DIR, cfg: GraderTrainConfig = Gr
         pose_net, manifest["pose_log"] = train_pose(train, cfg.pose, progress)
         save_net(pose_net, out, "pose")
         times["pose"] = time.perf_counter() - t
+    if "traits" in parts:
+        t = time.perf_counter()
+        trait_net, manifest["traits_log"] = train_traits(train, cfg.traits, progress)
+        save_net(trait_net, out, "traits")
+        times["traits"] = time.perf_counter() - t
     if "calibration" in parts:
         t = time.perf_counter()
         manifest["identity_calibration"] = calibrate(out, calib, train.flat()[0], cfg).to_dict()
@@ -172,7 +182,7 @@ def train_graders(out_dir: str | Path = WEIGHTS_DIR, cfg: GraderTrainConfig = Gr
     manifest["seconds"] = {k: round(v, 1) for k, v in times.items()}
     manifest["files"] = files
     manifest["parts_retrained_last"] = list(parts)
-    for key in ("perception_log", "pose_log", "clip_log"):
+    for key in ("perception_log", "pose_log", "traits_log", "clip_log"):
         manifest[key] = manifest.get(key, [])[-3:]
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     if validate_after:
