@@ -32,7 +32,9 @@ def _weights(run: Path, step: int) -> dict[str, torch.Tensor]:
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     killed = tmp_path / "killed"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # The killed run (a subprocess) and the in-process runs must use the same number of threads: CPU
+    # kernels may split reductions differently with another thread count, which changes the last bits.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "tools.train", "base", "--config", "base_tiny", "--out", str(killed),
            "--max-steps", str(STEPS), "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
