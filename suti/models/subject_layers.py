@@ -181,6 +181,16 @@ class SubjectLayers(nn.Module):
             head = f"{PREFIX}demo_encoder."
             self.demo_encoder.load_state_dict({k[len(head):]: v for k, v in sd.items() if k.startswith(head)})
 
+    def load_matching_state_dict(self, sd: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+        """Copy every weight of `sd` whose name and shape match this layout (another SubjectConfig's
+        layers, e.g. before a new level or block was added); the rest keep their fresh init (gates 0).
+        Returns (copied names, fresh names)."""
+        own = self.subject_state_dict()
+        take = {k: v for k, v in sd.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        merged = {**own, **{k: v.to(own[k].dtype) for k, v in take.items()}}
+        self.load_subject_state_dict(merged)
+        return sorted(take), sorted(set(own) - set(take))
+
     def save(self, directory: str | Path, model_config: dict[str, Any] | None = None) -> None:
         """`config.json` = {"subject": this SubjectConfig, "model": the full model config if known}."""
         d = Path(directory)

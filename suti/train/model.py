@@ -54,9 +54,28 @@ def build_pipeline(recipe: TrainRecipe):
         pipe = SuTIPipeline.from_config(model_config(recipe.model))
     if recipe.add_pooled_text and add_pooled_text(pipe.unet):  # zero-initialised: the start model is unchanged
         pipe.suti_config.unet.pooled_text = True
+    if recipe.subject_overrides is not None and pipe.subject is not None:
+        reshape_subject_layers(pipe, recipe.subject_overrides.changes(), seed=recipe.loop.seed)
     pipe.to(torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def reshape_subject_layers(pipe, changes: dict, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Replace the pipeline's subject layers by a new layout (SubjectConfig fields in `changes`),
+    carrying over every weight that still fits; returns (copied names, fresh names)."""
+    from dataclasses import replace
+
+    from suti.models.subject_layers import install_subject_layers
+
+    old = pipe.detach_subject()
+    cfg = replace(old.config, **changes)
+    layers = install_subject_layers(pipe.unet, cfg, seed=seed)
+    copied, fresh = layers.load_matching_state_dict(old.subject_state_dict())
+    pipe.attach_subject(layers)
+    if pipe.suti_config is not None:
+        pipe.suti_config.subject = cfg
+    return copied, fresh
 
 
 class TrainModule(nn.Module):

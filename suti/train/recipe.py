@@ -189,12 +189,31 @@ class ValidationConfig:
 
 
 @dataclass
+class SubjectOverrides:
+    """Change the subject layers of an `init_from` model (null = keep): weights whose name and shape
+    still fit are carried over, new attention blocks start zero-gated, new levels get fresh heads."""
+
+    levels: Union[tuple[str, ...], None] = None
+    attn_blocks: Union[tuple[str, ...], None] = None
+    caption_tokens: Union[bool, None] = None
+
+    def changes(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    def validate(self, name: str = "subject_overrides") -> None:
+        from suti.models.config import SubjectConfig
+
+        dataclasses.replace(SubjectConfig(), **self.changes()).validate(name)
+
+
+@dataclass
 class TrainRecipe:
     name: str = "custom"
     kind: str = "base"
     model: str = "world"  # preset name or SuTIConfig JSON path (random init) ...
     init_from: Union[str, None] = None  # ... or a trained pipeline directory to start from
     add_pooled_text: bool = False  # give the UNet pooled text conditioning if it lacks it (models/pooled_text.py)
+    subject_overrides: Union[SubjectOverrides, None] = None  # reshape the init_from model's subject layers
     loop: LoopConfig = field(default_factory=LoopConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
@@ -211,6 +230,11 @@ class TrainRecipe:
             raise ConfigError(f"kind: must be one of {list(KINDS)}, got {self.kind!r}")
         for part in ("loop", "optim", "noise", "world", "dreambooth", "apprentice", "validation"):
             getattr(self, part).validate(part)
+        if self.subject_overrides is not None:
+            if not self.init_from:
+                raise ConfigError("subject_overrides: needs init_from (a fresh model takes its subject layout "
+                                  "from its model config)")
+            self.subject_overrides.validate("subject_overrides")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,66 @@
+"""A recipe can reshape the subject layers of the model it starts from (new levels / blocks / no captions)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from _tiny import demo_images, run, tiny_pipe
+from suti.errors import ConfigError
+from suti.train.recipe import SubjectOverrides, TrainRecipe, load_recipe
+
+
+def test_new_blocks_start_closed_and_fitting_weights_are_carried_over(tmp_path):
+    from suti.pipeline import SuTIPipeline
+    from suti.train.model import TrainModule, build_pipeline
+
+    start = tiny_pipe(gate=0.5)  # a "trained" model: open gates on its default (lowest-resolution) blocks
+    start.save_pretrained(tmp_path / "start")
+    old_sd = start.subject.subject_state_dict()
+    blocks = [f"down.{i}" for i in range(len(start.unet.down_blocks))] + ["mid"] + \
+        [f"up.{i}" for i in range(len(start.unet.up_blocks))]
+    every = tuple(b for b in blocks if _has_cross_attention(start.unet, b))  # demo attention everywhere
+    overrides = SubjectOverrides(levels=("down.0", "mid"), attn_blocks=every, caption_tokens=False)
+    recipe = dataclasses.replace(load_recipe("apprentice_tiny"), init_from=str(tmp_path / "start"),
+                                 subject_overrides=overrides)
+    pipe = build_pipeline(recipe)
+    cfg = pipe.subject.config
+    assert cfg.levels == ("down.0", "mid") and not cfg.caption_tokens and pipe.suti_config.subject == cfg
+    assert len(pipe.subject.paths) > len(start.subject.paths)
+    new_sd = pipe.subject.subject_state_dict()
+    for path in start.subject.paths:  # the old blocks keep their trained weights, gates included
+        key = f"subject.attn.{path}.gate"
+        assert torch.equal(new_sd[key], old_sd[key].to(new_sd[key].dtype))
+    for path in set(pipe.subject.paths) - set(start.subject.paths):
+        assert pipe.subject.processor(path).gate.item() == 0.0  # new blocks start closed
+    assert torch.equal(new_sd["subject.demo_encoder.proj.mid.weight"], old_sd["subject.demo_encoder.proj.mid.weight"])
+    assert "subject.demo_encoder.proj.down_0.weight" in new_sd  # the new level has its own head
+    out = run(pipe, "a red circle", demo_images(3), steps=2)
+    assert np.isfinite(out).all()
+    module = TrainModule(pipe, recipe)
+    assert "subject.demo_encoder.proj.down_0.weight" in module.trainable()
+    pipe.save_pretrained(tmp_path / "reshaped")
+    loaded = SuTIPipeline.from_pretrained(tmp_path / "reshaped")
+    loaded.set_progress_bar_config(disable=True)
+    assert loaded.subject.config == cfg
+    assert np.array_equal(run(loaded, "a red circle", demo_images(3), steps=2), out)
+
+
+def _has_cross_attention(unet, block: str) -> bool:
+    if block == "mid":
+        return getattr(unet.mid_block, "has_cross_attention", False)
+    kind, i = block.split(".")
+    return getattr((unet.down_blocks if kind == "down" else unet.up_blocks)[int(i)], "has_cross_attention", False)
+
+
+def test_overrides_are_checked_and_need_a_start_model():
+    data = load_recipe("apprentice_tiny").to_dict()
+    data["subject_overrides"] = {"levels": ["up.3"]}
+    data["init_from"] = "runs/x"
+    with pytest.raises(ConfigError, match="subject_overrides.levels"):
+        TrainRecipe.from_dict(data)
+    data["subject_overrides"] = {"caption_tokens": False}
+    data["init_from"] = None
+    with pytest.raises(ConfigError, match="needs init_from"):
+        TrainRecipe.from_dict(data)
