@@ -81,6 +81,14 @@ def _lr_at(step: int, cfg) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def _optimizer_step(opt, loss, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def train_perception(pool: RenderPool, cfg: PerceptionTrainConfig = PerceptionTrainConfig(),
                      progress: bool = True, log_every: int = 50) -> tuple[PerceptionNet, list[dict]]:  # fmt: skip
     """Train from scratch; returns (net in eval mode, log rows)."""
@@ -113,11 +121,7 @@ def train_perception(pool: RenderPool, cfg: PerceptionTrainConfig = PerceptionTr
         ids[:m][swapped] = len(pool.subject_ids) + torch.arange(int(swapped.sum()))  # own identities
         id_loss = supcon_loss(net.embed(neck), ids, cfg.temperature)
         loss = probe_total + cfg.identity_weight * id_loss
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _optimizer_step(opt, loss, _lr_at(step, cfg))
         if step % log_every == 0 or step == cfg.steps - 1:
             log.append({"step": step, "loss": float(loss.detach()), "identity": float(id_loss.detach()), **parts,
                         "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
@@ -126,13 +130,15 @@ def train_perception(pool: RenderPool, cfg: PerceptionTrainConfig = PerceptionTr
 
 @dataclass(frozen=True)
 class PoseTrainConfig:
+    """Batches of random pool images; also the base of the other single-image classifiers' configs."""
+
     steps: int = 3000
     batch_size: int = 96
     lr: float = 3e-3
     weight_decay: float = 1e-4
     warmup: int = 40
     noise_prob: float = 0.3
-    permute_prob: float = 0.3
+    permute_prob: float = 0.3  # channel swaps keep pose, shape and pattern labels (red dots are still dots)
     seed: int = 0
     net: NetConfig = field(default_factory=NetConfig)
 
@@ -158,26 +164,14 @@ def train_pose(pool: RenderPool, cfg: PoseTrainConfig = PoseTrainConfig(), progr
         ref = to_tensor(pool.refs[srow[idx]])  # (B, 3, G, G)
         logits = net(x.contiguous(memory_format=torch.channels_last), ref.contiguous(memory_format=torch.channels_last))
         loss = F.cross_entropy(logits, torch.from_numpy(poses[idx]))
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _optimizer_step(opt, loss, _lr_at(step, cfg))
         if step % log_every == 0 or step == cfg.steps - 1:
             log.append({"step": step, "loss": float(loss.detach()), "seconds": round(time.perf_counter() - start, 1)})
     return net.to(memory_format=torch.contiguous_format).eval(), log
 
 
 @dataclass(frozen=True)
-class TraitTrainConfig:
-    steps: int = 3000
-    batch_size: int = 96
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    warmup: int = 40
-    noise_prob: float = 0.3
-    permute_prob: float = 0.3  # channel swaps keep shape and pattern labels (a red dot pattern is still dots)
-    seed: int = 0
+class TraitTrainConfig(PoseTrainConfig):
     net: NetConfig = field(default_factory=lambda: NetConfig(channels=(24, 48, 96), neck=192))
 
 
@@ -200,11 +194,7 @@ def train_traits(pool: RenderPool, cfg: TraitTrainConfig = TraitTrainConfig(), p
         x, _ = permute_channels(x, rng, cfg.permute_prob)
         target = {f: torch.from_numpy(v[idx]) for f, v in labels.items()}  # UNGRADED rows are ignored
         loss, parts = probe_losses(net(x.contiguous(memory_format=torch.channels_last)), target, TRAIT_NET_FIELDS)
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        _optimizer_step(opt, loss, _lr_at(step, cfg))
         if step % log_every == 0 or step == cfg.steps - 1:
             log.append({"step": step, "loss": float(loss.detach()), **parts,
                         "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip

@@ -71,11 +71,9 @@ class WorldSource:
     def weighted(self) -> bool:
         return self.recipe.noise.subject_weight != 1.0
 
-    def render_target(self, s, ctx: Context) -> tuple[object, np.ndarray | None]:
-        """The oracle render (PIL) and, when the loss weights the subject, its body coverage (S, S)."""
-        if not self.weighted:
-            return render(s, ctx, self.size), None
-        layers = render_layers(s, ctx, self.size)  # the same pixels as render(s, ctx, size)
+    def render_target(self, s, ctx: Context) -> tuple[object, np.ndarray]:
+        """The oracle render (PIL; the same pixels as `render`) and the subject's body coverage (S, S)."""
+        layers = render_layers(s, ctx, self.size)
         return layers.to_pil(), layers.body
 
     def loss_weights(self, bodies: list[np.ndarray | None]) -> dict[str, torch.Tensor]:
