@@ -156,6 +156,22 @@ def test_subject_weight_marks_the_subjects_pixels_only_when_asked():
         TrainRecipe.from_dict(data)
 
 
+def test_subject_margin_grows_the_weighted_region_around_the_outline():
+    recipe = load_recipe("apprentice_tiny")
+    noise = dataclasses.replace(recipe.noise, subject_weight=4.0)
+    tight = make_source(dataclasses.replace(recipe, noise=noise), _tokenize, 16).batch(2)["target_weight"]
+    grown = make_source(dataclasses.replace(recipe, noise=dataclasses.replace(noise, subject_margin=1)),
+                        _tokenize, 16).batch(2)["target_weight"]
+    assert torch.all(grown >= tight) and (grown > 1).sum() > (tight > 1).sum()  # a superset, strictly larger
+    ring = (grown > 1) & (tight == 1)  # pixels weighted only thanks to the margin: next to the body
+    near = torch.nn.functional.max_pool2d((tight > 1).float(), 3, stride=1, padding=1) > 0
+    assert ring.any() and torch.all(near[ring])
+    with pytest.raises(ConfigError, match="noise.subject_margin"):
+        data = recipe.to_dict()
+        data["noise"]["subject_margin"] = 9
+        TrainRecipe.from_dict(data)
+
+
 def test_weighted_loss_is_the_plain_mse_at_weight_one_and_follows_the_weights():
     from suti.train.model import TrainModule, build_pipeline
 

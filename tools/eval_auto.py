@@ -14,14 +14,16 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 @app.command("auto")
 def auto(
     out: Path = typer.Option(..., "--out", help="EVAL_DIR to write (items.jsonl, results.json, report.html, PNGs)."),
-    system: list[str] = typer.Option(..., "--system", help="gt | copy | base:DIR | suti:DIR | module:callable; "
-                                     "NAME=SPEC renames. Repeat for several."),
+    system: list[str] = typer.Option(..., "--system", help="gt | copy | base:DIR | suti:DIR[@OPTS] | "
+                                     "dreambooth:DIR[@STEPS] | module:callable; NAME=SPEC renames. Repeat for several. "
+                                     "OPTS: demos=N, captions=off, demo_timestep=current|T (ablations)."),
     quick: bool = typer.Option(False, "--quick", help="The CI subset: 4 subjects x 5 prompts x 1 seed, 25 steps."),
     subjects: int = typer.Option(None, "--subjects", help="Override the number of held-out subjects (1-200)."),
     images_per_prompt: int = typer.Option(None, "--images-per-prompt", help="Override the seeds per prompt."),
     steps: int = typer.Option(None, "--steps", help="Override the sampler step count (same for every system)."),
     sampler: str = typer.Option(None, "--sampler", help="ddim (default), ddpm, euler or dpm."),
     demo_size: int = typer.Option(None, "--demo-size", help="Render size of demos and ground truth (default 32)."),
+    demos: int = typer.Option(None, "--demos", help="Demos per subject, 1-5, the same for all (default: 3-5 by subject)."),
     weights: Path = typer.Option(None, "--weights", help="Grader weights folder (default: the committed ones)."),
     grade: bool = typer.Option(True, "--grade/--no-grade", help="Score outputs (off: only generate)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Clear an existing EVAL_DIR of another benchmark."),
@@ -36,7 +38,7 @@ def auto(
 
     cfg = QUICK if quick else BenchmarkConfig()
     overrides = {"subjects": subjects, "images_per_prompt": images_per_prompt, "steps": steps, "sampler": sampler,
-                 "demo_size": demo_size}  # fmt: skip
+                 "demo_size": demo_size, "demos": demos}  # fmt: skip
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     bench = build_benchmark(cfg)
     systems = [resolve_system(s, bench) for s in system]

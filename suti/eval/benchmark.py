@@ -3,7 +3,7 @@
 Full: 30 held-out subjects (15 `test_subject` + 15 `test_combo`) x 25 prompts (5 per skill) x 4 seeds
 = 3,000 images per system. Quick (CI): 4 subjects x 5 prompts (1 per skill) x 1 seed = 20 images.
 Everything is a pure function of the config:
-- demos: 3, 4 or 5 per subject (by subject index), photo style, upright, centred; the first on the
+- demos: 3, 4 or 5 per subject (by subject index; `demos=N` gives every subject N), photo style, upright, centred; the first on the
   plain background, the others on distinct scenes; captions in random phrasing;
 - prompts: recontextualization uses scenes no demo shows, stylization every non-photo style,
   attribute random other colours, accessorization every accessory (the fifth on a new scene),
@@ -39,6 +39,7 @@ class BenchmarkConfig:
     steps: int = 50
     guidance_scale: float = 5.0
     subject_guidance_scale: float = 3.0
+    demos: int = 0  # demos per subject: 0 = 3, 4 or 5 by subject index; 1-5 = that many for every subject
 
     def check(self) -> BenchmarkConfig:
         if not 1 <= self.subjects <= 200:
@@ -51,10 +52,15 @@ class BenchmarkConfig:
             raise InputError(f"demo_size must be 16-512 px, got {self.demo_size}")
         if self.steps < 1:
             raise InputError(f"steps must be positive, got {self.steps}")
+        if not 0 <= self.demos <= 5:
+            raise InputError(f"demos must be 1-5 per subject (0 = 3-5 by subject), got {self.demos}")
         return self
 
     def fingerprint(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        if not fields["demos"]:
+            del fields["demos"]  # the default leaves EVAL_DIRs written before the field existed valid
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 QUICK = BenchmarkConfig(subjects=4, prompts_per_skill=1, images_per_prompt=1, steps=25)
@@ -112,8 +118,8 @@ def benchmark_subject_ids(n: int, world_seed: int = 0) -> list[int]:
     return sorted(found["test_subject"] + found["test_combo"])
 
 
-def _demo_contexts(index: int, rng: np.random.Generator) -> tuple[Context, ...]:
-    n = 3 + index % 3
+def _demo_contexts(index: int, rng: np.random.Generator, count: int = 0) -> tuple[Context, ...]:
+    n = count or 3 + index % 3
     scenes = [str(s) for s in rng.permutation([s for s in SCENES if s != "plain"])[: n - 1]]
     return tuple(Context(scene=s, variant=int(rng.integers(0, 4))) for s in ["plain"] + scenes)
 
@@ -140,7 +146,7 @@ def build_benchmark(config: BenchmarkConfig = BenchmarkConfig()) -> Benchmark:
     for index, sid in enumerate(benchmark_subject_ids(config.subjects, config.world_seed)):
         subject = make_subject(sid, config.world_seed)
         rng = np.random.default_rng([config.world_seed, sid, _STREAM])
-        demos = _demo_contexts(index, rng)
+        demos = _demo_contexts(index, rng, config.demos)
         key = f"s{sid:03d}"
         subjects.append(BenchSubject(key, sid, demos, tuple(caption(subject, c, rng) for c in demos)))
         p = 0

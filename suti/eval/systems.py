@@ -4,7 +4,9 @@ Built-in reference systems, chosen by a spec string (optionally "NAME=SPEC" to r
     gt              ground-truth renders of the prompted context (ceiling; needs the benchmark)
     copy            returns one of the demos unchanged (text floor)
     base:DIR        any SuTIPipeline dir run text-only (subject_images=None): the subject floor
-    suti:DIR        any SuTIPipeline dir with the demos and their captions
+    suti:DIR[@OPTS] any SuTIPipeline dir with the demos and their captions; OPTS (ablations), comma-separated:
+                    demos=N (only the first N demos), captions=off (empty demo captions),
+                    demo_timestep=current|T (re-encode the demos at every step, or encode them at T)
     dreambooth:DIR[@STEPS]  per subject, fine-tune DIR on the demos (the `dreambooth` recipe, STEPS steps,
                     default the recipe's), then render "sks <prompt>" text-only: the per-subject baseline
     pkg.mod:NAME    your own callable (or a zero-argument factory returning one, if NAME ends in "()")
@@ -73,10 +75,39 @@ def _scheduler(pipe, sampler: str):
     return cls.from_config(pipe.scheduler.config)
 
 
+@dataclass(frozen=True)
+class SutiOptions:
+    """Inference-time ablations of `suti:DIR@...`: demo count, demo captions, demo timestep."""
+
+    demos: int = 0  # 0 = all the benchmark's demos
+    captions: bool = True
+    demo_timestep: int | str | None = None  # None = the model's own setting
+
+    @classmethod
+    def parse(cls, text: str) -> SutiOptions:
+        """"demos=1,captions=off,demo_timestep=current" -> SutiOptions; unknown keys or values raise."""
+        out: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, eq, value = part.partition("=")
+            if not eq:
+                raise InputError(f"suti option {part!r} must be KEY=VALUE (demos, captions, demo_timestep)")
+            if key == "demos" and value.isdigit() and 1 <= int(value) <= 8:
+                out["demos"] = int(value)
+            elif key == "captions" and value in ("on", "off"):
+                out["captions"] = value == "on"
+            elif key == "demo_timestep" and (value == "current" or value.isdigit()):
+                out["demo_timestep"] = value if value == "current" else int(value)
+            else:
+                raise InputError(f"bad suti option {part!r}: use demos=1-8, captions=on|off, "
+                                 "demo_timestep=current|T")  # fmt: skip
+        return cls(**out)
+
+
 class PipelineSystem:
     """A SuTIPipeline directory, with demos (SuTI) or text-only (base model)."""
 
-    def __init__(self, model_dir: str | Path, config: BenchmarkConfig, use_demos: bool):
+    def __init__(self, model_dir: str | Path, config: BenchmarkConfig, use_demos: bool,
+                 options: SutiOptions | None = None):  # fmt: skip
         from suti.pipeline import SuTIPipeline
 
         if not Path(model_dir).is_dir():
@@ -85,14 +116,19 @@ class PipelineSystem:
         self.pipe.scheduler = _scheduler(self.pipe, config.sampler)
         self.pipe.set_progress_bar_config(disable=True)
         self.config, self.use_demos = config, use_demos
+        self.options = options or SutiOptions()
 
     def __call__(self, demos, demo_captions, prompt: str, seed: int):
         import torch
 
         kwargs: dict[str, Any] = {}
         if self.use_demos:
-            kwargs = {"subject_images": list(demos), "subject_captions": list(demo_captions),
-                      "subject_guidance_scale": self.config.subject_guidance_scale}  # fmt: skip
+            o = self.options
+            demos, demo_captions = list(demos)[: o.demos or None], list(demo_captions)[: o.demos or None]
+            kwargs = {"subject_images": demos, "subject_guidance_scale": self.config.subject_guidance_scale,
+                      "subject_captions": demo_captions if o.captions else None}  # None: empty captions  # fmt: skip
+            if o.demo_timestep is not None:
+                kwargs["demo_timestep"] = o.demo_timestep
         out = self.pipe(prompt, num_inference_steps=self.config.steps, guidance_scale=self.config.guidance_scale,
                         generator=torch.Generator().manual_seed(int(seed)), **kwargs)  # fmt: skip
         return out.images[0]
@@ -200,7 +236,9 @@ def _import_callable(spec: str) -> System:
 
 def resolve_system(text: str, bench: Benchmark) -> NamedSystem:
     """A system from its spec string (see the module docstring)."""
-    name, _, spec = text.partition("=") if "=" in text else ("", "", text)
+    head, eq, rest = text.partition("=")
+    # "NAME=SPEC" only when the part before the first "=" is a bare name (options hold "=" too)
+    name, spec = (head, rest) if eq and not any(c in head for c in ":@/") else ("", text)
     spec = spec.strip()
     kind, _, arg = spec.partition(":")
     if kind in ("gt", "copy") and not arg:
@@ -210,7 +248,9 @@ def resolve_system(text: str, bench: Benchmark) -> NamedSystem:
             raise InputError(f"system {spec!r} needs a model directory: {kind}:DIR")
         if bench.config.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {bench.config.sampler!r}; choose from {', '.join(SAMPLERS)}")
-        fn = PipelineSystem(arg, bench.config, use_demos=kind == "suti")
+        model_dir, at, opts = arg.partition("@") if kind == "suti" else (arg, "", "")
+        fn = PipelineSystem(model_dir, bench.config, use_demos=kind == "suti",
+                            options=SutiOptions.parse(opts) if at else None)  # fmt: skip
     elif kind == "dreambooth":
         if not arg:
             raise InputError("system 'dreambooth' needs a base model directory: dreambooth:DIR[@STEPS]")
@@ -220,7 +260,7 @@ def resolve_system(text: str, bench: Benchmark) -> NamedSystem:
         fn = _import_callable(spec)
         kind = arg.removesuffix("()")
     else:
-        raise InputError(f"unknown system {spec!r}; use gt, copy, base:DIR, suti:DIR, dreambooth:DIR[@STEPS] "
+        raise InputError(f"unknown system {spec!r}; use gt, copy, base:DIR, suti:DIR[@OPTS], dreambooth:DIR[@STEPS] "
                          "or module:callable")
     name = name.strip() or kind
     if not name.replace("-", "").replace("_", "").isalnum():

@@ -7,7 +7,8 @@ batches it would have seen, and two processes never see the same samples.
     batch = source.batch(step, micro=0, rank=0)   # dict of tensors, see `Batch` below
 
 Batch keys: target (B, 3, S, S) in [-1, 1]; text_ids (B, L); with `noise.subject_weight` != 1:
-target_weight (B, 1, S, S) per-pixel loss weights (1 + (w - 1) x the subject's body coverage);
+target_weight (B, 1, S, S) per-pixel loss weights (1 + (w - 1) x the subject's body coverage, grown by
+`noise.subject_margin` pixels);
 apprentice only: demos (B, N, 3, S, S), demo_ids (B, N, L), demo_mask (B, N) bool, demo_weight (B,)
 float (0 = demos dropped for that sample).
 """
@@ -82,6 +83,9 @@ class WorldSource:
             return {}
         zero = np.zeros((self.size, self.size), np.float32)
         body = torch.from_numpy(np.stack([zero if b is None else b for b in bodies]))[:, None]  # (B, 1, S, S)
+        m = self.recipe.noise.subject_margin
+        if m:
+            body = torch.nn.functional.max_pool2d(body, 2 * m + 1, stride=1, padding=m)  # (B, 1, S, S) grown
         return {"target_weight": 1.0 + (self.recipe.noise.subject_weight - 1.0) * body}
 
     def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:

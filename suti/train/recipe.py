@@ -96,6 +96,9 @@ class NoiseConfig:
     # Loss weight of the subject's own pixels (its body coverage from the renderer) against the rest of
     # the frame; 1 = plain MSE. Oracle targets only (expert and DreamBooth photos count as weight 1).
     subject_weight: float = 1.0
+    # Grow that weighted region by this many pixels (a max filter over the coverage), so the background
+    # just outside the outline counts too: a wrong silhouette then costs as much as a wrong colour.
+    subject_margin: int = 0
 
     def validate(self, name: str = "noise") -> None:
         _fraction(f"{name}.high_noise_fraction", self.high_noise_fraction)
@@ -103,6 +106,9 @@ class NoiseConfig:
         if self.high_noise_from < 0:
             raise ConfigError(f"{name}.high_noise_from: must be >= 0, got {self.high_noise_from!r}")
         _positive(f"{name}.subject_weight", self.subject_weight)
+        if isinstance(self.subject_margin, bool) or not isinstance(self.subject_margin, int) \
+                or not 0 <= self.subject_margin <= 8:
+            raise ConfigError(f"{name}.subject_margin: must be an integer 0-8 (pixels), got {self.subject_margin!r}")
 
 
 @dataclass

@@ -1,0 +1,74 @@
+"""Ablation knobs of `suti eval auto`: a fixed demo count per subject and `suti:DIR@...` options."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from _tiny import tiny_pipe
+from suti.errors import InputError
+from suti.eval.benchmark import QUICK, BenchmarkConfig, build_benchmark
+from suti.eval.systems import PipelineSystem, SutiOptions, resolve_system
+
+SMALL = BenchmarkConfig(subjects=2, prompts_per_skill=1, images_per_prompt=1, steps=2, demos=5)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("abl") / "model"
+    tiny_pipe(gate=0.7).save_pretrained(out)
+    return out
+
+
+def test_fixed_demo_count_gives_every_subject_that_many_and_keeps_old_fingerprints():
+    five = build_benchmark(replace(QUICK, demos=5))
+    assert [len(s.demo_contexts) for s in five.subjects] == [5] * len(five.subjects)
+    assert len({len(s.demo_contexts) for s in build_benchmark(QUICK).subjects}) > 1  # default: 3-5 by subject
+    # The default leaves the fingerprints of EVAL_DIRs written before the field existed unchanged.
+    assert QUICK.fingerprint() == "439783ecadcda3f5" and BenchmarkConfig().fingerprint() == "c3edb9c06a4b453d"
+    assert replace(QUICK, demos=5).fingerprint() != QUICK.fingerprint()
+    with pytest.raises(InputError, match="demos must be 1-5"):
+        build_benchmark(replace(QUICK, demos=6))
+
+
+def test_options_parse_and_bad_ones_are_named():
+    assert SutiOptions.parse("") == SutiOptions()
+    assert SutiOptions.parse("demos=1, captions=off,demo_timestep=current") == SutiOptions(1, False, "current")
+    assert SutiOptions.parse("demo_timestep=250").demo_timestep == 250
+    for bad in ("demos=0", "demos=x", "captions=maybe", "demo_timestep=-1", "colour=red", "demos"):
+        with pytest.raises(InputError, match="suti option"):
+            SutiOptions.parse(bad)
+
+
+def _direct(pipe, demos, captions, prompt, seed, config, **kw):
+    out = pipe(prompt, subject_images=demos, subject_captions=captions, num_inference_steps=config.steps,
+               guidance_scale=config.guidance_scale, subject_guidance_scale=config.subject_guidance_scale,
+               generator=torch.Generator().manual_seed(seed), output_type="np", **kw)
+    return (out.images[0] * 255).round()
+
+
+def test_options_change_exactly_what_they_name(model_dir):
+    bench = build_benchmark(SMALL)
+    item = bench.items[0]
+    demos, captions = list(bench.demo_images(item.subject)), list(bench.by_key[item.subject].demo_captions)
+    assert len(demos) == 5
+    full = resolve_system(f"suti:{model_dir}", bench).fn
+    one = resolve_system(f"one=suti:{model_dir}@demos=1", bench)
+    nocap = resolve_system(f"suti:{model_dir}@captions=off", bench).fn
+    reenc = resolve_system(f"suti:{model_dir}@demo_timestep=current", bench).fn
+    assert one.name == "one" and isinstance(one.fn, PipelineSystem)
+
+    def img(fn):
+        return np.asarray(fn(demos, captions, item.prompt, item.seed), dtype=np.float64)
+
+    pipe = full.pipe
+    assert np.array_equal(img(one.fn), _direct(pipe, demos[:1], captions[:1], item.prompt, item.seed, SMALL))
+    assert np.array_equal(img(nocap), _direct(pipe, demos, None, item.prompt, item.seed, SMALL))
+    assert np.array_equal(img(reenc), _direct(pipe, demos, captions, item.prompt, item.seed, SMALL,
+                                              demo_timestep="current"))
+    base = img(full)
+    assert np.array_equal(base, _direct(pipe, demos, captions, item.prompt, item.seed, SMALL))
+    assert not np.array_equal(img(one.fn), base)  # one demo is not five: the option really acts
+    with pytest.raises(InputError, match="bad suti option"):
+        resolve_system(f"suti:{model_dir}@demos=none", bench)
