@@ -121,5 +121,9 @@ def test_fp16_export_and_demo(runs, tmp_path, capsys):
     png = tmp_path / "demo.png"
     assert demo_main(["--model", str(tmp_path / "m"), "--out", str(png), "--subjects", "1", "--steps", "2"]) == 0
     assert PIL.Image.open(png).size == (8 * 64, 2 * 64)  # 3 demos + 5 skills; outputs row + oracle row
-    assert "demo_gain" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "demo_gain" in out and "gt overall" in out
+    table = {line.split()[0]: [float(x) for x in line.split()[1:]] for line in out.splitlines()
+             if line.startswith("  ") and line.split()[0] in ("recontextualization", "view", "all")}  # fmt: skip
+    assert len(table) == 3 and all(len(v) == 5 and all(0 <= x <= 1 for x in v) for v in table.values())
     assert demo_main(["--model", str(tmp_path / "nothing"), "--out", str(png)]) == 2

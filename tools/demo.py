@@ -1,8 +1,9 @@
 """`suti demo`: the bundled model on held-out subjects, zero-shot.
 
 Writes a PNG grid (per subject: its demos | one prompt per skill -> outputs; below: the oracle's render of
-each prompt) and prints the conditioning metrics (x0 error at high noise with vs without text and demos).
-The graders of `suti eval auto` give the real scores; this is the quick look.
+each prompt), prints the conditioning metrics (x0 error at high noise with vs without text and demos)
+and the world DreamBench graders' scores of the samples per skill, beside the ground-truth ceiling.
+`suti eval auto` runs the full benchmark; this is the quick look.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def demo(
                          validation=ValidationConfig(num_subjects=subjects, metric_batch=4 * subjects,
                                                      sample_steps=steps, guidance_scale=guidance,
                                                      subject_guidance_scale=subject_guidance))
-    path = sample_grid(pipe, recipe, out)
+    samples: list[dict] = []
+    path = sample_grid(pipe, recipe, out, collect=samples)
     tokenizer = pipe.tokenizer
     tokenize = lambda texts: tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,  # noqa: E731
                                        truncation=True, return_tensors="pt").input_ids
@@ -53,6 +55,33 @@ def demo(
     typer.echo(f"wrote {path}: held-out subjects {ids}; rows = demos | one prompt per skill, oracle below")
     typer.echo("conditioning (x0 error in grey levels at t >= 800, lower is better): "
                + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    typer.echo(grader_table(samples))
+
+
+def grader_table(samples: list[dict]) -> str:
+    """The world DreamBench graders' scores of the samples (and of the oracle's renders), per skill."""
+    import numpy as np
+
+    from suti.eval.graders import Graders
+    from suti.world import render
+
+    graders = Graders.load()
+    subjects, prompts = [d["subject"] for d in samples], [d["prompt"] for d in samples]
+    contexts, demos = [d["context"] for d in samples], [d["demos"] for d in samples]
+    size = samples[0]["image"].size[0]
+    truth = [render(d["subject"], d["context"], size) for d in samples]
+    model = graders.score([d["image"] for d in samples], subjects, prompts, demos, contexts)
+    ceiling = graders.score(truth, subjects, prompts, demos, contexts)
+    keys = ("subject", "text", "realism", "overall")
+    lines = ["graders (0-1, higher is better; ground truth = the oracle's render of the same prompt):",
+             f"  {'skill':<20}" + "".join(f"{k:>10}" for k in keys) + f"{'gt overall':>12}"]
+    for skill in dict.fromkeys(d["skill"] for d in samples):
+        idx = [i for i, d in enumerate(samples) if d["skill"] == skill]
+        lines.append(f"  {skill:<20}" + "".join(f"{np.mean([model[i][k] for i in idx]):>10.3f}" for k in keys)
+                     + f"{np.mean([ceiling[i]['overall'] for i in idx]):>12.3f}")
+    lines.append(f"  {'all':<20}" + "".join(f"{np.mean([r[k] for r in model]):>10.3f}" for k in keys)
+                 + f"{np.mean([r['overall'] for r in ceiling]):>12.3f}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -117,8 +117,9 @@ def _cell(im: PIL.Image.Image) -> PIL.Image.Image:
 
 
 @torch.no_grad()
-def sample_grid(pipe, recipe: TrainRecipe, path: str | Path) -> Path:
-    """Demos | one sample per skill, and the oracle's renders below; written as PNG."""
+def sample_grid(pipe, recipe: TrainRecipe, path: str | Path, collect: list | None = None) -> Path:
+    """Demos | one sample per skill, and the oracle's renders below; written as PNG. `collect`, if given,
+    receives one dict per sample: image, subject, prompt, context, skill, demos (for grading)."""
     cfg, ws, size = recipe.validation, recipe.world.world_seed, pipe.image_size
     n_demo = min(recipe.apprentice.max_demos, 3) if recipe.kind == "apprentice" else 0
     rows = []
@@ -138,6 +139,9 @@ def sample_grid(pipe, recipe: TrainRecipe, path: str | Path) -> Path:
         blank = PIL.Image.new("RGB", (size, size), (255, 255, 255))
         lead = demos[:n_demo] if n_demo else [blank]
         rows.append(lead + list(out))
+        if collect is not None:
+            collect.extend(dict(image=im, subject=s, prompt=p, context=c, skill=k, demos=demos[: max(n_demo, 1)])
+                           for im, p, c, k in zip(out, prompts, contexts, SKILLS))  # fmt: skip
         rows.append([blank] * len(lead) + [render(s, c, size) for c in contexts])
     width = max(len(r) for r in rows)
     sheet = PIL.Image.new("RGB", (width * CELL, len(rows) * CELL), (255, 255, 255))
