@@ -46,9 +46,7 @@ def demo(
                                                      subject_guidance_scale=subject_guidance))
     samples: list[dict] = []
     path = sample_grid(pipe, recipe, out, collect=samples)
-    tokenizer = pipe.tokenizer
-    tokenize = lambda texts: tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,  # noqa: E731
-                                       truncation=True, return_tensors="pt").input_ids
+    tokenize = lambda texts: pipe.tokenize(texts).input_ids  # noqa: E731
     module = TrainModule(pipe, recipe)
     metrics = conditioning_metrics(module, metric_batch(recipe, tokenize, pipe.image_size), recipe)
     ids = ", ".join(str(i) for i in validation_subjects(recipe))
@@ -73,14 +71,16 @@ def grader_table(samples: list[dict]) -> str:
     model = graders.score([d["image"] for d in samples], subjects, prompts, demos, contexts)
     ceiling = graders.score(truth, subjects, prompts, demos, contexts)
     keys = ("subject", "text", "realism", "overall")
+
+    def row(label: str, idx: list[int]) -> str:
+        return (f"  {label:<20}" + "".join(f"{np.mean([model[i][k] for i in idx]):>10.3f}" for k in keys)
+                + f"{np.mean([ceiling[i]['overall'] for i in idx]):>12.3f}")
+
     lines = ["graders (0-1, higher is better; ground truth = the oracle's render of the same prompt):",
              f"  {'skill':<20}" + "".join(f"{k:>10}" for k in keys) + f"{'gt overall':>12}"]
     for skill in dict.fromkeys(d["skill"] for d in samples):
-        idx = [i for i, d in enumerate(samples) if d["skill"] == skill]
-        lines.append(f"  {skill:<20}" + "".join(f"{np.mean([model[i][k] for i in idx]):>10.3f}" for k in keys)
-                     + f"{np.mean([ceiling[i]['overall'] for i in idx]):>12.3f}")
-    lines.append(f"  {'all':<20}" + "".join(f"{np.mean([r[k] for r in model]):>10.3f}" for k in keys)
-                 + f"{np.mean([r['overall'] for r in ceiling]):>12.3f}")
+        lines.append(row(skill, [i for i, d in enumerate(samples) if d["skill"] == skill]))
+    lines.append(row("all", list(range(len(samples)))))
     return "\n".join(lines)
 
 

@@ -68,10 +68,14 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
         return self
 
     # -- encoders -----------------------------------------------------------------------------------------
+    def tokenize(self, texts: list[str]):
+        """Token ids (n, L) and attention mask, padded to the model's length and truncated to it."""
+        return self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt")
+
     def encode_text(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Text-encoder states (n, L, D) and the token mask (n, L), True = a real (non-padding) token."""
-        tok = self.tokenizer(texts, padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt")
+        tok = self.tokenize(texts)
         ids = tok.input_ids.to(self._execution_device)
         states = self.text_encoder(ids)[0].to(self.unet.dtype)  # (n, L, D)
         return states, tok.attention_mask.to(ids.device).bool()

@@ -109,9 +109,7 @@ def train(recipe: TrainRecipe | None, out: str | Path, resume: bool = False, max
         cpu_before = float(state.get("cpu_s", 0.0))
     model, optimizer = acc.prepare(module, optimizer)
 
-    tokenizer = pipe.tokenizer
-    tokenize = lambda texts: tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,  # noqa: E731
-                                       truncation=True, return_tensors="pt").input_ids
+    tokenize = lambda texts: pipe.tokenize(texts).input_ids  # noqa: E731
     source = make_source(recipe, tokenize, pipe.image_size, module.subject.config.max_demos)
     mbatch = metric_batch(recipe, tokenize, pipe.image_size) if loop.validate_every else None
     config = {"recipe": recipe.to_dict(), "model": pipe.suti_config.to_dict()}

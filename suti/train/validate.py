@@ -140,7 +140,7 @@ def sample_grid(pipe, recipe: TrainRecipe, path: str | Path, collect: list | Non
         lead = demos[:n_demo] if n_demo else [blank]
         rows.append(lead + list(out))
         if collect is not None:
-            collect.extend(dict(image=im, subject=s, prompt=p, context=c, skill=k, demos=demos[: max(n_demo, 1)])
+            collect.extend(dict(image=im, subject=s, prompt=p, context=c, skill=k, demos=demos)
                            for im, p, c, k in zip(out, prompts, contexts, SKILLS))  # fmt: skip
         rows.append([blank] * len(lead) + [render(s, c, size) for c in contexts])
     width = max(len(r) for r in rows)

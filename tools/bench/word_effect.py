@@ -46,8 +46,7 @@ def word_effects(model_dir: str, t: int = 850, draws: int = 8, seed: int = 0) ->
     x_t = module.noisy(x0, torch.randn(x0.shape, generator=g), steps)  # (D, C, s, s)
 
     def predict(prompt: str) -> torch.Tensor:
-        ids = pipe.tokenizer([prompt] * draws, padding="max_length", truncation=True,
-                             max_length=pipe.tokenizer.model_max_length, return_tensors="pt").input_ids  # fmt: skip
+        ids = pipe.tokenize([prompt] * draws).input_ids  # (D, L)
         with torch.no_grad():
             x0_hat = module.predicted_x0(module.denoise(x_t, steps, ids), x_t, steps)
             if module.vae is not None:
