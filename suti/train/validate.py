@@ -70,12 +70,15 @@ def metric_batch(recipe: TrainRecipe, tokenize: Tokenize, size: int) -> dict[str
 
 
 @torch.no_grad()
-def conditioning_metrics(module: TrainModule, batch: dict[str, torch.Tensor], recipe: TrainRecipe) -> dict[str, float]:
+def conditioning_metrics(module: TrainModule, batch: dict[str, torch.Tensor], recipe: TrainRecipe,
+                         t_range: tuple[int, int] | None = None) -> dict[str, float]:
+    """The metrics above, with t drawn from `t_range` = [lo, hi) (default [metric_t_from, T))."""
     module.eval()
     g = torch.Generator().manual_seed(1234)
     x0 = module.to_model_space(batch["target"])  # (B, C, s, s)
     B, T = x0.shape[0], module.scheduler.config.num_train_timesteps
-    t = torch.randint(min(recipe.validation.metric_t_from, T - 1), T, (B,), generator=g)
+    lo, hi = t_range if t_range is not None else (min(recipe.validation.metric_t_from, T - 1), T)
+    t = torch.randint(lo, hi, (B,), generator=g)
     noise = torch.randn(x0.shape, generator=g)
     x_t = module.noisy(x0, noise, t)
 
