@@ -1,1 +1,13 @@
 """Benchmarks: `python -m tools.bench.<name> --out FILE.json`. Not tests; run them on an idle machine."""
+
+
+def emit_json(result: dict, out) -> int:
+    """Print `result` as indented JSON and, if `out` (a Path) is given, write it there too; returns 0."""
+    import json
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    return 0

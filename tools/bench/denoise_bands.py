@@ -14,10 +14,11 @@ This is a diagnosis, not a quality score: the graders of `suti eval auto` are th
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+
+from tools.bench import emit_json
 
 DEFAULT_BANDS = (0, 200, 400, 600, 800, 1000)
 KEYS = ("x0_err_text", "x0_err_text_subj", "x0_err_demos", "x0_err_demos_subj")
@@ -81,12 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except SutiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    return 0
+    return emit_json(result, args.out)
 
 
 if __name__ == "__main__":

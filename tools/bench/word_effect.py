@@ -13,9 +13,10 @@ centre, scene words at the border. This is a diagnosis of what a model listens t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from tools.bench import emit_json
 
 BASE_PROMPT = "a photo of a red dotted flower"
 SWAPS = (("colour", "red", "green"), ("shape", "flower", "star"), ("pattern", "dotted", "striped"),
@@ -81,12 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except SutiError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    return 0
+    return emit_json(result, args.out)
 
 
 if __name__ == "__main__":
