@@ -95,6 +95,20 @@ def test_ground_truth_beats_copy_on_text_and_results_carry_cis_per_skill(eval_di
     assert results["systems"]["gt"]["run"]["kid"] is not None
 
 
+def test_per_field_means_say_which_part_of_the_prompt_a_system_misses(eval_dir):
+    out, results, _ = eval_dir
+    gt, copy, nan = (results["systems"][n]["fields"] for n in ("gt", "copy", "nan"))
+    assert {"shape", "pattern", "color", "scene"} <= set(gt)
+    assert gt["shape"]["mean"] > 0.8 and copy["shape"]["mean"] > 0.8  # both show the subject's own shape
+    for f in ("style", "scene", "accessory"):  # a copied demo misses the prompt's style, scene, accessory
+        assert gt[f]["mean"] > copy[f]["mean"] + 0.15
+    assert set(nan) == set(gt) and all(m["mean"] == 0.0 and m["n"] == gt[f]["n"] for f, m in nan.items())
+    rows = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    graded = [r["fields"]["gt"]["shape"] for r in rows if "shape" in r["fields"]["gt"]]
+    assert gt["shape"]["n"] == len(graded) and gt["shape"]["mean"] == pytest.approx(np.mean(graded), abs=1e-4)
+    assert "P(prompted value shown), by field" in (out / "report.html").read_text()
+
+
 def test_second_run_adds_a_system_and_keeps_the_others(eval_dir, graders):
     out, _, bench = eval_dir
     results = run_benchmark(bench, [resolve_system("copy2=copy", bench)], out, graders, progress=False)

@@ -1,6 +1,8 @@
 """Aggregate graded items into results.json (means with bootstrap 95% CIs) and a scannable report.html.
 
-Means are per system and per (system, skill). A failed item (the system raised or returned a bad
+Means are per system and per (system, skill); per system also per graded field ("fields": P(the
+prompted value is shown) for shape, pattern, colour, scene, style, ...: which part of the prompt or of
+the subject a system gets wrong). A failed item (the system raised or returned a bad
 image) scores 0 on subject, text, realism, overall and traits, and is counted under "failures"; the
 paper-style cosines (dino, clip_i, clip_t) are means over the successful images only.
 CIs: percentile bootstrap over SUBJECTS (1000 resamples, seeded), because images of one subject are
@@ -62,6 +64,23 @@ def _summary(rows: list[dict], name: str) -> dict:
     return {k: bootstrap_mean(_values(rows, name, k), clusters) for k in SCORE_KEYS}
 
 
+def _field_summary(rows: list[dict], name: str) -> dict:
+    """{field: bootstrap mean of P(prompted value shown)} over the items where that field was graded.
+
+    A failed item shows nothing: it counts 0 on the fields graded for that item (by any system: which
+    fields are graded depends on the prompt, not on the system)."""
+    graded: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for r in rows:
+        fields = r.get("fields", {})
+        if name in r.get("failures", {}):
+            for f in sorted({f for per_system in fields.values() for f in per_system}):
+                graded[f].append((r["subject"], 0.0))
+        for f, v in fields.get(name, {}).items():
+            graded[f].append((r["subject"], float(v)))
+    return {f: bootstrap_mean(np.asarray([v for _, v in pairs]), np.asarray([s for s, _ in pairs]))
+            for f, pairs in sorted(graded.items())}  # fmt: skip
+
+
 def aggregate(rows: list[dict], runs: dict) -> dict:
     """{system: {run, failures, metrics..., skills: {skill: metrics}}}."""
     out = {}
@@ -72,7 +91,8 @@ def aggregate(rows: list[dict], runs: dict) -> dict:
             by_skill[r["skill"]].append(r)
         out[name] = {"run": runs.get(name, {}), "items": len(ran),
                      "failures": sum(name in r.get("failures", {}) for r in ran), **_summary(ran, name),
-                     "skills": {s: _summary(by_skill[s], name) for s in SKILLS if by_skill[s]}}  # fmt: skip
+                     "skills": {s: _summary(by_skill[s], name) for s in SKILLS if by_skill[s]},
+                     "fields": _field_summary(ran, name)}  # fmt: skip
     return out
 
 
@@ -140,6 +160,9 @@ def render_html(results: dict, rows: list[dict]) -> str:
     )
     skill_rows = "".join(f"<tr><td>{sk}</td>" + "".join(f"<td>{_fmt(systems[n]['skills'].get(sk, {}).get('overall'))}</td>"
                                                          for n in names) + "</tr>" for sk in SKILLS)  # fmt: skip
+    field_names = sorted({f for s in systems.values() for f in s.get("fields", {})})
+    field_rows = "".join(f"<tr><td>{e(f)}</td>" + "".join(f"<td>{_fmt(systems[n].get('fields', {}).get(f))}</td>"
+                                                        for n in names) + "</tr>" for f in field_names)  # fmt: skip
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["subject"], r["prompt"])].append(r)
@@ -171,6 +194,7 @@ system. {e(results['protocol']['ci'])}. Failures: {e(results['protocol']['failur
 Scores under each image: overall = sqrt(subject × text); hover for all scores.</p>
 <h2>Summary</h2><table><tr>{head}</tr>{summary}</table>
 <h2>Overall by skill</h2><table><tr><th>skill</th>{''.join(f'<th>{e(n)}</th>' for n in names)}</tr>{skill_rows}</table>
+<h2>P(prompted value shown), by field</h2><table><tr><th>field</th>{''.join(f'<th>{e(n)}</th>' for n in names)}</tr>{field_rows}</table>
 <h2>Images</h2><table><tr><th>demos</th><th>prompt</th>{''.join(f'<th>{e(n)}</th>' for n in names)}</tr>
 {''.join(grid)}</table></body></html>
 """
