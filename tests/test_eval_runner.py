@@ -147,3 +147,15 @@ def test_cli_auto_writes_a_report_and_reports_bad_input_as_exit_2(tmp_path, caps
     assert "gt: overall" in capsys.readouterr().out
     assert main(args + ["--system", "nonsense"]) == 2
     assert "error:" in capsys.readouterr().err
+    for bad in (["--guidance", "nan"], ["--subject-guidance", "-1"]):
+        assert main(args + ["--system", "gt"] + bad) == 2
+        assert "guidance_scale must be" in capsys.readouterr().err
+
+
+def test_guidance_overrides_change_the_benchmark_fingerprint():
+    from dataclasses import replace
+
+    from suti.eval.benchmark import QUICK
+
+    assert replace(QUICK, guidance_scale=3.0).check().fingerprint() != QUICK.fingerprint()
+    assert replace(QUICK, subject_guidance_scale=1.0).check().fingerprint() != QUICK.fingerprint()

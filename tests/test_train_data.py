@@ -172,6 +172,34 @@ def test_subject_margin_grows_the_weighted_region_around_the_outline():
         TrainRecipe.from_dict(data)
 
 
+def test_shape_weight_marks_the_pixels_that_tell_the_shape_apart():
+    import numpy as np
+
+    from suti.world import SHAPES, Context, make_subject
+    from suti.world.render import render_layers
+
+    recipe = load_recipe("apprentice_tiny")
+    on = dataclasses.replace(recipe, noise=dataclasses.replace(recipe.noise, shape_weight=5.0))
+    source = make_source(on, _tokenize, 32)
+    s = make_subject(5)
+    ctx = Context(scene="jungle")
+    image, masks = source.render_target(s, ctx)
+    body, contrast = masks
+    others = [render_layers(dataclasses.replace(s, shape=k), ctx, 32).body for k in SHAPES if k != s.shape]
+    assert np.allclose(contrast, np.mean([np.abs(body - b) for b in others], axis=0))
+    assert 0 < contrast.sum() < body.sum() and 0.0 <= contrast.min() and contrast.max() <= 1.0
+    assert contrast[body == 1.0].mean() < contrast[(body > 0) & (body < 1)].mean()  # the outline, not the inside
+    assert np.array_equal(np.asarray(image), np.asarray(make_source(recipe, _tokenize, 32).render_target(s, ctx)[0]))
+    b, plain = source.batch(2), make_source(recipe, _tokenize, 32).batch(2)
+    assert torch.equal(b["target"], plain["target"])  # the same pixels: the weighting changes the loss only
+    w = b["target_weight"]  # subject_weight is 1 here, so w - 1 is the shape contrast times 4
+    assert w.shape == (b["target"].shape[0], 1, 32, 32) and w.min() == 1.0 and 1.0 < w.max() <= 5.0
+    with pytest.raises(ConfigError, match="noise.shape_weight"):
+        data = on.to_dict()
+        data["noise"]["shape_weight"] = float("nan")
+        TrainRecipe.from_dict(data)
+
+
 def test_weighted_loss_is_the_plain_mse_at_weight_one_and_follows_the_weights():
     from suti.train.model import TrainModule, build_pipeline
 

@@ -22,6 +22,9 @@ def auto(
     images_per_prompt: int = typer.Option(None, "--images-per-prompt", help="Override the seeds per prompt."),
     steps: int = typer.Option(None, "--steps", help="Override the sampler step count (same for every system)."),
     sampler: str = typer.Option(None, "--sampler", help="ddim (default), ddpm, euler or dpm."),
+    guidance: float = typer.Option(None, "--guidance", help="Override the text guidance scale (default 5)."),
+    subject_guidance: float = typer.Option(None, "--subject-guidance",
+                                           help="Override the subject (demo) guidance scale (default 3)."),
     demo_size: int = typer.Option(None, "--demo-size", help="Render size of demos and ground truth (default 32)."),
     demos: int = typer.Option(None, "--demos", help="Demos per subject, 1-5, the same for all (default: 3-5 by subject)."),
     weights: Path = typer.Option(None, "--weights", help="Grader weights folder (default: the committed ones)."),
@@ -38,7 +41,8 @@ def auto(
 
     cfg = QUICK if quick else BenchmarkConfig()
     overrides = {"subjects": subjects, "images_per_prompt": images_per_prompt, "steps": steps, "sampler": sampler,
-                 "demo_size": demo_size, "demos": demos}  # fmt: skip
+                 "demo_size": demo_size, "demos": demos, "guidance_scale": guidance,
+                 "subject_guidance_scale": subject_guidance}  # fmt: skip
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     bench = build_benchmark(cfg)
     systems = [resolve_system(s, bench) for s in system]

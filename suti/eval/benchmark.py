@@ -52,6 +52,10 @@ class BenchmarkConfig:
             raise InputError(f"demo_size must be 16-512 px, got {self.demo_size}")
         if self.steps < 1:
             raise InputError(f"steps must be positive, got {self.steps}")
+        for name in ("guidance_scale", "subject_guidance_scale"):
+            value = getattr(self, name)
+            if not 0 <= value <= 50:  # NaN fails too
+                raise InputError(f"{name} must be a number in 0-50, got {value}")
         if not 0 <= self.demos <= 5:
             raise InputError(f"demos must be 1-5 per subject (0 = 3-5 by subject), got {self.demos}")
         return self

@@ -6,9 +6,9 @@ batches it would have seen, and two processes never see the same samples.
     source = make_source(recipe, tokenize, image_size)
     batch = source.batch(step, micro=0, rank=0)   # dict of tensors, see `Batch` below
 
-Batch keys: target (B, 3, S, S) in [-1, 1]; text_ids (B, L); with `noise.subject_weight` != 1:
-target_weight (B, 1, S, S) per-pixel loss weights (1 + (w - 1) x the subject's body coverage, grown by
-`noise.subject_margin` pixels);
+Batch keys: target (B, 3, S, S) in [-1, 1]; text_ids (B, L); with `noise.subject_weight` or
+`noise.shape_weight` != 1: target_weight (B, 1, S, S) per-pixel loss weights, 1 + (w - 1) x the subject's
+body coverage (grown by `noise.subject_margin` pixels) + (w_shape - 1) x its shape contrast;
 apprentice only: demos (B, N, 3, S, S), demo_ids (B, N, L), demo_mask (B, N) bool, demo_weight (B,)
 float (0 = demos dropped for that sample).
 """
@@ -23,7 +23,8 @@ import torch
 
 from suti.errors import ConfigError
 from suti.train.recipe import TrainRecipe
-from suti.world import (SCENES, Context, allowed_recolors, caption, make_subject, render, sample_context, split_of)
+from suti.world import (SCENES, SHAPES, Context, allowed_recolors, caption, make_subject, render, sample_context,
+                        split_of)
 from suti.world.render import render_layers
 
 Tokenize = Callable[[list[str]], torch.Tensor]  # texts -> (n, L) token ids
@@ -70,34 +71,42 @@ class WorldSource:
 
     @property
     def weighted(self) -> bool:
-        return self.recipe.noise.subject_weight != 1.0
+        return self.recipe.noise.subject_weight != 1.0 or self.recipe.noise.shape_weight != 1.0
 
     def render_target(self, s, ctx: Context) -> tuple[object, np.ndarray]:
-        """The oracle render (PIL; the same pixels as `render`) and the subject's body coverage (S, S)."""
+        """The oracle render (PIL; the same pixels as `render`) and its pixel maps (2, S, S): the subject's
+        body coverage and its shape contrast (zeros unless `noise.shape_weight` is on)."""
         layers = render_layers(s, ctx, self.size)
-        return layers.to_pil(), layers.body
+        contrast = np.zeros_like(layers.body)
+        if self.recipe.noise.shape_weight != 1.0:
+            others = [render_layers(replace(s, shape=k), ctx, self.size).body for k in SHAPES if k != s.shape]
+            contrast = np.mean([np.abs(layers.body - b) for b in others], axis=0)  # (S, S) in [0, 1]
+        return layers.to_pil(), np.stack([layers.body, contrast]).astype(np.float32)
 
-    def loss_weights(self, bodies: list[np.ndarray | None]) -> dict[str, torch.Tensor]:
-        """{"target_weight": (B, 1, S, S)} = 1 + (w - 1) * body coverage (no coverage known: 1), or {}."""
+    def loss_weights(self, pixel_maps: list[np.ndarray | None]) -> dict[str, torch.Tensor]:
+        """{"target_weight": (B, 1, S, S)} = 1 + (w - 1) * body + (w_shape - 1) * shape contrast
+        (no maps known, e.g. expert or photo targets: 1), or {} when nothing is weighted."""
         if not self.weighted:
             return {}
-        zero = np.zeros((self.size, self.size), np.float32)
-        body = torch.from_numpy(np.stack([zero if b is None else b for b in bodies]))[:, None]  # (B, 1, S, S)
+        zero = np.zeros((2, self.size, self.size), np.float32)
+        m2 = torch.from_numpy(np.stack([zero if m is None else m for m in pixel_maps]))  # (B, 2, S, S)
+        body, contrast = m2[:, :1], m2[:, 1:]  # (B, 1, S, S) each
         m = self.recipe.noise.subject_margin
         if m:
             body = torch.nn.functional.max_pool2d(body, 2 * m + 1, stride=1, padding=m)  # (B, 1, S, S) grown
-        return {"target_weight": 1.0 + (self.recipe.noise.subject_weight - 1.0) * body}
+        noise = self.recipe.noise
+        return {"target_weight": 1.0 + (noise.subject_weight - 1.0) * body + (noise.shape_weight - 1.0) * contrast}
 
     def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:
         rng = step_rng(self.seed, step, micro, rank)
-        images, texts, bodies = [], [], []
+        images, texts, pixel_maps = [], [], []
         for _ in range(self.recipe.loop.batch_size):
             s, ctx, text = self.draw(rng)
-            image, body = self.render_target(s, ctx)
+            image, maps = self.render_target(s, ctx)
             images.append(image)
-            bodies.append(body)
+            pixel_maps.append(maps)
             texts.append(self.text_dropped(rng, text))
-        return {"target": to_tensor(images), "text_ids": self.tokenize(texts), **self.loss_weights(bodies)}
+        return {"target": to_tensor(images), "text_ids": self.tokenize(texts), **self.loss_weights(pixel_maps)}
 
 
 class DreamBoothSource(WorldSource):
@@ -116,19 +125,19 @@ class DreamBoothSource(WorldSource):
     def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:
         rng = step_rng(self.seed, step, micro, rank)
         cfg = self.recipe.dreambooth
-        images, texts, bodies = [], [], []
+        images, texts, pixel_maps = [], [], []
         for _ in range(self.recipe.loop.batch_size):
-            body = None
+            maps = None
             if rng.random() < cfg.prior_fraction:
                 s, ctx, text = self.draw(rng)
-                image, body = self.render_target(s, ctx)
+                image, maps = self.render_target(s, ctx)
             else:
                 image, text = self.photos[int(rng.integers(len(self.photos)))]
                 text = f"{cfg.identifier} {text}"
             images.append(image)
-            bodies.append(body)
+            pixel_maps.append(maps)
             texts.append(self.text_dropped(rng, text))
-        return {"target": to_tensor(images), "text_ids": self.tokenize(texts), **self.loss_weights(bodies)}
+        return {"target": to_tensor(images), "text_ids": self.tokenize(texts), **self.loss_weights(pixel_maps)}
 
 
 def demo_context(rng: np.random.Generator, subject, slot: int, kind: str, split: str = "train") -> Context:
@@ -178,19 +187,19 @@ class ApprenticeSource(WorldSource):
     def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:
         rng = step_rng(self.seed, step, micro, rank)
         cfg, B, N = self.recipe.apprentice, self.recipe.loop.batch_size, self.recipe.apprentice.max_demos
-        targets, texts, demos, demo_texts, bodies = [], [], [], [], []
+        targets, texts, demos, demo_texts, pixel_maps = [], [], [], [], []
         mask = torch.zeros(B, N, dtype=torch.bool)
         weight = torch.ones(B)
         for b in range(B):
             use_expert = self.experts is not None and rng.random() < cfg.expert_fraction
-            body = None
+            maps = None
             if use_expert:
                 sid, image, text = self.experts.draw(rng)
                 s = self.subject(sid)
             else:
                 s, ctx, text = self.draw(rng)
-                image, body = self.render_target(s, ctx)
-            bodies.append(body)
+                image, maps = self.render_target(s, ctx)
+            pixel_maps.append(maps)
             n = int(rng.integers(cfg.min_demos, cfg.max_demos + 1))
             for j in range(N):
                 if j < n:
@@ -217,7 +226,7 @@ class ApprenticeSource(WorldSource):
             "demo_ids": self.tokenize(demo_texts).view(B, N, -1),  # (B, N, L)
             "demo_mask": mask,  # (B, N)
             "demo_weight": weight,  # (B,)
-            **self.loss_weights(bodies),  # target_weight (B, 1, S, S) when the subject is weighted
+            **self.loss_weights(pixel_maps),  # target_weight (B, 1, S, S) when the subject is weighted
         }
 
 

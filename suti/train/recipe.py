@@ -25,8 +25,8 @@ PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 
 def _positive(name: str, value: float) -> None:
-    if value <= 0:
-        raise ConfigError(f"{name}: must be > 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:  # NaN fails too
+        raise ConfigError(f"{name}: must be a number > 0, got {value!r}")
 
 
 def _fraction(name: str, value: float) -> None:
@@ -99,6 +99,11 @@ class NoiseConfig:
     # Grow that weighted region by this many pixels (a max filter over the coverage), so the background
     # just outside the outline counts too: a wrong silhouette then costs as much as a wrong colour.
     subject_margin: int = 0
+    # Extra loss weight of the pixels that tell this subject's shape from the other shape classes: the
+    # mean |body - body_k| over the same subject rendered as each other shape k in the same context
+    # (the outline's tips, notches and lobes). 1 = off. The shape is what the subject word decides and
+    # the plain or subject-weighted loss barely rewards: it lives on a thin band of the frame.
+    shape_weight: float = 1.0
 
     def validate(self, name: str = "noise") -> None:
         _fraction(f"{name}.high_noise_fraction", self.high_noise_fraction)
@@ -106,6 +111,7 @@ class NoiseConfig:
         if self.high_noise_from < 0:
             raise ConfigError(f"{name}.high_noise_from: must be >= 0, got {self.high_noise_from!r}")
         _positive(f"{name}.subject_weight", self.subject_weight)
+        _positive(f"{name}.shape_weight", self.shape_weight)
         if isinstance(self.subject_margin, bool) or not isinstance(self.subject_margin, int) \
                 or not 0 <= self.subject_margin <= 8:
             raise ConfigError(f"{name}.subject_margin: must be an integer 0-8 (pixels), got {self.subject_margin!r}")
