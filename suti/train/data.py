@@ -88,13 +88,11 @@ class WorldSource:
         (no maps known, e.g. expert or photo targets: 1), or {} when nothing is weighted."""
         if not self.weighted:
             return {}
-        zero = np.zeros((2, self.size, self.size), np.float32)
-        m2 = torch.from_numpy(np.stack([zero if m is None else m for m in pixel_maps]))  # (B, 2, S, S)
-        body, contrast = m2[:, :1], m2[:, 1:]  # (B, 1, S, S) each
-        m = self.recipe.noise.subject_margin
-        if m:
+        noise, zero = self.recipe.noise, np.zeros((2, self.size, self.size), np.float32)
+        maps = torch.from_numpy(np.stack([zero if m is None else m for m in pixel_maps]))  # (B, 2, S, S)
+        body, contrast = maps[:, :1], maps[:, 1:]  # (B, 1, S, S) each
+        if m := noise.subject_margin:
             body = torch.nn.functional.max_pool2d(body, 2 * m + 1, stride=1, padding=m)  # (B, 1, S, S) grown
-        noise = self.recipe.noise
         return {"target_weight": 1.0 + (noise.subject_weight - 1.0) * body + (noise.shape_weight - 1.0) * contrast}
 
     def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:
