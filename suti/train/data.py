@@ -89,7 +89,7 @@ class WorldSource:
         if not self.weighted:
             return {}
         noise, zero = self.recipe.noise, np.zeros((2, self.size, self.size), np.float32)
-        maps = torch.from_numpy(np.stack([zero if m is None else m for m in pixel_maps]))  # (B, 2, S, S)
+        maps = torch.from_numpy(np.stack([zero if p is None else p for p in pixel_maps]))  # (B, 2, S, S)
         body, contrast = maps[:, :1], maps[:, 1:]  # (B, 1, S, S) each
         if m := noise.subject_margin:
             body = torch.nn.functional.max_pool2d(body, 2 * m + 1, stride=1, padding=m)  # (B, 1, S, S) grown
