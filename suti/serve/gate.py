@@ -1,12 +1,14 @@
 """The ASGI gate in front of every route: API key, content type and body size, checked before FastAPI
-reads a single byte of the body, so an unauthenticated or oversized upload costs the server nothing.
+reads a single byte of the body, so an unauthenticated or oversized upload is never parsed or stored.
 
     app.add_middleware(RequestGate, api_key="...", max_body_bytes=40_000_000, content_types={...})
 
 Oversized bodies are caught twice: by Content-Length up front, and by counting streamed bytes (chunked
 uploads, lying headers). Once the count passes the limit the app's own response, whatever it is, is
-replaced by the 413. The rest of an oversized body is read and dropped (never stored, up to a cap)
-before the 413 goes out, so the client, still sending, reads the answer instead of a connection reset.
+replaced by the 413. Every refusal reads and drops the rest of the body first (never stored; up to a byte
+cap and a time cap, like a web server's lingering close) and only then answers and closes, so a client
+still sending reads the answer instead of a connection reset: closing a socket with unread bytes in it
+makes the kernel send a reset, which can wipe the answer before the client has read it.
 At most `max_large_bodies` requests with bodies over 64 KB are in flight at once (else 429), so upload
 memory is bounded by that times the body limit.
 """
@@ -17,7 +19,8 @@ import hmac
 import json
 
 LARGE_BODY = 65_536  # bytes; bodies above this (or of unknown length) count towards max_large_bodies
-DRAIN_CAP = 256_000_000  # bytes of an oversized body read and dropped so the client gets its 413 cleanly
+DRAIN_CAP = 256_000_000  # bytes of a refused body read and dropped so the client gets its answer cleanly
+DRAIN_SECONDS = 30.0  # and at most this long (a slow sender is cut off)
 PUBLIC_PATHS = ("/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect")
 
 
@@ -55,32 +58,30 @@ class RequestGate:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         path, method = scope.get("path", ""), scope.get("method", "GET")
         if self.api_key and path not in PUBLIC_PATHS and not key_matches(headers, self.api_key):
-            await _reply(send, 401, "unauthorized", "missing or wrong API key (send 'Authorization: Bearer KEY' "
-                         "or 'X-API-Key: KEY')", {"www-authenticate": "Bearer"})
+            await _refuse(receive, send, 401, "unauthorized", "missing or wrong API key (send 'Authorization: "
+                          "Bearer KEY' or 'X-API-Key: KEY')", {"www-authenticate": "Bearer"})
             return
         wanted = self.content_types.get((method, path))
         if wanted is not None:
             got = headers.get("content-type", "").split(";")[0].strip().lower()
             if got != wanted:
-                await _reply(send, 415, "unsupported_media_type",
-                             f"{method} {path} takes {wanted}, got {got or 'no content type'!s}")
+                await _refuse(receive, send, 415, "unsupported_media_type",
+                              f"{method} {path} takes {wanted}, got {got or 'no content type'!s}")
                 return
         length = headers.get("content-length")
         if length is not None:
             if not length.isdigit():
-                await _reply(send, 400, "bad_request", "Content-Length is not a number")
+                await _refuse(receive, send, 400, "bad_request", "Content-Length is not a number")
                 return
             if int(length) > self.max_body:
-                await _drain(receive, DRAIN_CAP)
-                await _reply(send, 413, "payload_too_large",
-                             f"request body of {length} bytes; the limit is {self.max_body} bytes")
+                await _refuse(receive, send, 413, "payload_too_large",
+                              f"request body of {length} bytes; the limit is {self.max_body} bytes")
                 return
         large = length is None or int(length) > LARGE_BODY
         if large and method in ("POST", "PUT", "PATCH"):
             if self._large >= self.max_large:
-                await _drain(receive, DRAIN_CAP)
-                await _reply(send, 429, "too_many_uploads", f"{self.max_large} large uploads are already in "
-                             "progress; retry shortly", {"retry-after": "1"})
+                await _refuse(receive, send, 429, "too_many_uploads", f"{self.max_large} large uploads are already in "
+                              "progress; retry shortly", {"retry-after": "1"})
                 return
             self._large += 1
             try:
@@ -103,7 +104,7 @@ class RequestGate:
                 if seen > self.max_body:
                     over = True
                     if message.get("more_body", False):
-                        await _drain(receive, DRAIN_CAP)
+                        await _drain(receive)
                     raise _TooLarge()
             return message
 
@@ -133,10 +134,24 @@ async def _reply(send, status: int, code: str, message: str, extra: dict[str, st
     await send({"type": "http.response.body", "body": body})
 
 
-async def _drain(receive, cap: int) -> None:
+async def _refuse(receive, send, status: int, code: str, message: str, extra: dict[str, str] | None = None) -> None:
+    """Drop the unread body, then answer (and close)."""
+    await _drain(receive)
+    await _reply(send, status, code, message, extra)
+
+
+async def _drain(receive, cap: int = DRAIN_CAP, seconds: float = DRAIN_SECONDS) -> None:
+    """Read and drop the request body until its end, `cap` bytes or `seconds`, whichever comes first."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
     dropped = 0
     while dropped <= cap:
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), timeout=max(deadline - loop.time(), 0.0))
+        except asyncio.TimeoutError:
+            return
         if message["type"] != "http.request":
             return
         dropped += len(message.get("body", b""))
