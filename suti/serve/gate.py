@@ -15,6 +15,7 @@ memory is bounded by that times the body limit.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 
@@ -142,8 +143,6 @@ async def _refuse(receive, send, status: int, code: str, message: str, extra: di
 
 async def _drain(receive, cap: int = DRAIN_CAP, seconds: float = DRAIN_SECONDS) -> None:
     """Read and drop the request body until its end, `cap` bytes or `seconds`, whichever comes first."""
-    import asyncio
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     dropped = 0
