@@ -22,7 +22,7 @@ def auto(
     images_per_prompt: int = typer.Option(None, "--images-per-prompt", help="Override the seeds per prompt."),
     steps: int = typer.Option(None, "--steps", help="Override the sampler step count (same for every system)."),
     sampler: str = typer.Option(None, "--sampler", help="ddim (default), ddpm, euler or dpm."),
-    guidance: float = typer.Option(None, "--guidance", help="Override the text guidance scale (default 5)."),
+    guidance: float = typer.Option(None, "--guidance", help="Override the text guidance scale (default 3)."),
     subject_guidance: float = typer.Option(None, "--subject-guidance",
                                            help="Override the subject (demo) guidance scale (default 3)."),
     demo_size: int = typer.Option(None, "--demo-size", help="Render size of demos and ground truth (default 32)."),

@@ -75,7 +75,7 @@ def generate(
     k: int = typer.Option(4, "--k", help="Re-Imagen mode: demos taken from the best cluster."),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images to render."),
     steps: int = typer.Option(50, "--steps", help="Denoising steps."),
-    guidance: float = typer.Option(5.0, "--guidance", help="Text guidance scale."),
+    guidance: float = typer.Option(3.0, "--guidance", help="Text guidance scale."),
     subject_guidance: float = typer.Option(3.0, "--subject-guidance", help="Subject guidance scale."),
     mode: str = typer.Option("dual", "--guidance-mode", help="'dual' or 'interleaved' (Re-Imagen style)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same images)."),

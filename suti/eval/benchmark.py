@@ -37,7 +37,7 @@ class BenchmarkConfig:
     world_seed: int = 0
     sampler: str = "ddim"
     steps: int = 50
-    guidance_scale: float = 5.0
+    guidance_scale: float = 3.0
     subject_guidance_scale: float = 3.0
     demos: int = 0  # demos per subject: 0 = 3, 4 or 5 by subject index; 1-5 = that many for every subject
 

@@ -199,7 +199,7 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
         subject_captions: list[str] | list[list[str]] | None = None,
         num_images_per_prompt: int = 1,
         num_inference_steps: int = 50,
-        guidance_scale: float = 5.0,
+        guidance_scale: float = 3.0,
         subject_guidance_scale: float = 3.0,
         guidance_mode: str = "dual",
         demo_timestep: int | str | None = None,

@@ -2,7 +2,7 @@
 
     runner = ModelRunner.load("tiny")                 # or a model dir, or "default"
     ctx = runner.encode(images, captions)             # DemoContext (1, M, D): the ONLY demo encoding
-    images = runner.generate(prompts, ctxs, seeds, steps=4, guidance_scale=5, subject_guidance_scale=3)
+    images = runner.generate(prompts, ctxs, seeds, steps=4, guidance_scale=3, subject_guidance_scale=3)
 
 Every image carries its own seed (one torch.Generator per image), so an image depends on its request
 only, never on what else shares the batch. A forward hook on the demo encoder counts every demo

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen-subjects", type=_count(0, 200), default=4, help="Re-Imagen subjects (0 = skip)")
     parser.add_argument("--model", type=Path, default=Path("models/world"), help="SuTIPipeline dir")
     parser.add_argument("--steps", type=_count(1, 1000), default=25)
-    parser.add_argument("--guidance-scale", type=float, default=5.0)
+    parser.add_argument("--guidance-scale", type=float, default=3.0)
     parser.add_argument("--subject-guidance-scale", type=float, default=3.0)
     parser.add_argument("--seed", type=_count(0, 2**31), default=0, help="sampling seed")
     parser.add_argument("--threads", type=_count(1, 64), default=1, help="torch threads")
