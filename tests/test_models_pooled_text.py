@@ -36,7 +36,7 @@ def test_pooled_text_reaches_the_unet_and_the_demo_encoder():
     assert torch.allclose(pooled[1], states[1, mask[1]].mean(0), atol=1e-6)
     seen = []
     hook = pipe.unet.class_embedding.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
-    out = run(pipe, "a red circle", demo_images(3), steps=2, subject_captions=CAPTIONS[:3])
+    out = run(pipe, "a red circle", demo_images(3), steps=2, subject_captions=CAPTIONS[:3], guidance_scale=5.0)
     hook.remove()
     assert seen == [3, 3, 3] and np.isfinite(out).all()  # demos (3 captions), then 3 guidance passes per step
 

@@ -65,10 +65,12 @@ def _unet_batches(pipe, **kw):
 
 def test_pipeline_batches_the_passes_into_one_call():
     pipe = tiny_pipe()
+    sizes, _ = _unet_batches(pipe, prompt="a red circle", demos=demo_images(3), steps=3, guidance_scale=5.0)
+    assert sizes == [(3, True)] * 3  # dual, s_text != s_subj: three passes, one call per step
     sizes, _ = _unet_batches(pipe, prompt="a red circle", demos=demo_images(3), steps=3)
-    assert sizes == [(3, True)] * 3  # dual: three passes, one call per step
+    assert sizes == [(2, True)] * 3  # the defaults s_text = s_subj = 3: e(t,0) has weight 0, so it is not run
     sizes, _ = _unet_batches(pipe, prompt=["a", "b"], demos=[demo_images(3), demo_images(4)], steps=2,
-                             generator=[gen(0), gen(1)])
+                             generator=[gen(0), gen(1)], guidance_scale=5.0)
     assert sizes == [(6, True)] * 2
     sizes, _ = _unet_batches(pipe, prompt="a red circle", demos=demo_images(3), steps=4, guidance_mode="interleaved")
     assert sizes == [(2, True)] * 4
