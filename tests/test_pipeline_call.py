@@ -23,15 +23,15 @@ def pipe():
 
 def test_cached_demos_equal_reencoding_at_t0_every_step(pipe):
     d, caps = demo_images(4), CAPTIONS[:4]  # 4 demos: conv_in batch 4 (demos) vs 3 (the 3 guidance passes)
-    caps_kw = dict(subject_captions=caps, guidance_scale=5.0)  # s_text != s_subj: all 3 passes run
-    cached = run(pipe, "a red circle", d, steps=4, **caps_kw)
+    kw = dict(subject_captions=caps, guidance_scale=5.0)  # s_text != s_subj: all 3 passes run
+    cached = run(pipe, "a red circle", d, steps=4, **kw)
     calls = []
     hook = pipe.unet.conv_in.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    reenc = run(pipe, "a red circle", d, steps=4, reencode_demos=True, **caps_kw)
+    reenc = run(pipe, "a red circle", d, steps=4, reencode_demos=True, **kw)
     hook.remove()
     assert np.array_equal(cached, reenc)
     assert calls == [4, 3] * 4  # the demos really went through conv_in again at each of the 4 steps
-    current = run(pipe, "a red circle", d, steps=4, demo_timestep="current", **caps_kw)
+    current = run(pipe, "a red circle", d, steps=4, demo_timestep="current", **kw)
     assert np.isfinite(current).all() and not np.array_equal(current, cached)  # t-dependent demo features
 
 
