@@ -4,10 +4,12 @@ test_train_accelerate.py; here its reader runs on a synthetic run directory.)"""
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
 
+from suti.pipeline import SuTIPipeline
 from tools.bench import train_bench
 
 
@@ -29,17 +31,35 @@ def tiny_model(tmp_path_factory):
     return path
 
 
-def test_p1_tiny_writes_json(tmp_path, tiny_model, keep_threads):
+def _sweep(path, base, steps=2):
+    """A DreamBooth sweep JSON (tools.bench.dreambooth_sweep's keys that P1 reads) peaking at `steps`."""
+    path.write_text(json.dumps({"base": str(base), "metric": "overall",
+                                "peak": {"steps": steps, "overall": {"mean": 0.1}, "peak_at_edge": False}}))
+    return path
+
+
+@pytest.mark.parametrize("steps_from", ["flag", "sweep"])
+def test_p1_tiny_writes_json(tmp_path, tiny_model, keep_threads, steps_from):
     out = tmp_path / "train.json"
+    how = (["--dreambooth-steps", "2"] if steps_from == "flag" else
+           ["--steps-from", str(_sweep(tmp_path / "sweep.json", tiny_model))])  # fmt: skip
     argv = ["--out", str(out), "--parts", "p1", "--model", str(tiny_model), "--dreambooth-recipe", "dreambooth_tiny",
-            "--dreambooth-steps", "2", "--steps", "2", "--demos", "3", "--threads", "1"]  # fmt: skip
+            *how, "--steps", "2", "--demos", "3", "--threads", "1"]  # fmt: skip
     assert train_bench.main(argv) == 0
     report = json.loads(out.read_text())
     assert report["parts"] == ["p1"] and "P6" not in report
     assert {"python", "torch", "accelerate", "cpu_count", "loadavg_start", "loadavg_end"} <= set(report["machine"])
     p1 = report["P1"]
-    assert p1["dreambooth_steps"] == 2 and "--dreambooth-steps" in p1["dreambooth_steps_source"]
-    assert "NOT" in p1["dreambooth_steps_note"] and p1["sampler"] == "DDIMScheduler" and p1["sample_steps"] == 2
+    assert p1["dreambooth_steps"] == 2 and p1["sampler"] == "DDIMScheduler" and p1["sample_steps"] == 2
+    if steps_from == "flag":
+        assert "--dreambooth-steps" in p1["dreambooth_steps_source"] and "NOT" in p1["dreambooth_steps_note"]
+        assert "dreambooth_sweep_peak" not in p1
+    else:
+        assert "--steps-from" in p1["dreambooth_steps_source"] and "overall peaks" in p1["dreambooth_steps_note"]
+        assert p1["dreambooth_sweep_peak"]["file"] == "sweep.json" and p1["dreambooth_sweep_peak"]["steps"] == 2
+    defaults = inspect.signature(SuTIPipeline.__call__).parameters  # P1 samples with the user's defaults
+    assert p1["guidance"]["suti"]["guidance_scale"] == defaults["guidance_scale"].default
+    assert p1["guidance"]["suti"]["subject_guidance_scale"] == defaults["subject_guidance_scale"].default
     assert p1["subject_split"] == "test_subject" and p1["dreambooth_prompt"].startswith("sks ")
     for key in ("encode_s", "sample_s", "first_image_s", "encode_cpu_s"):
         assert p1["suti"][key] > 0
@@ -82,7 +102,7 @@ def test_p6_reader_uses_log_window(tmp_path):
     ["--dreambooth-steps", "0"], ["--repeats", "3"], ["--demos", "7"], ["--subject", "-2"],
     ["--parts", "p6", "--recipe", "base_tiny"], ["--parts", "p6", "--recipe", "no_such_recipe"],
     ["--parts", "p6", "--steps-p6", "15"], ["--parts", "p1", "--dreambooth-recipe", "apprentice_tiny"],
-    ["--parts", "p1", "--model", "/no/such/model"],
+    ["--parts", "p1", "--model", "/no/such/model"], ["--parts", "p1", "--steps-from", "/no/such/sweep.json"],
 ])  # fmt: skip
 def test_bad_arguments_exit_2(tmp_path, bad, capsys):
     with pytest.raises(SystemExit) as e:
@@ -90,3 +110,14 @@ def test_bad_arguments_exit_2(tmp_path, bad, capsys):
     assert e.value.code == 2
     assert "error:" in capsys.readouterr().err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_steps_from_must_match_the_model_and_exclude_the_step_flag(tmp_path, tiny_model, capsys):
+    sweep = _sweep(tmp_path / "sweep.json", tmp_path / "another_model")
+    for extra in (["--steps-from", str(sweep)],
+                  ["--steps-from", str(_sweep(tmp_path / "ok.json", tiny_model)), "--dreambooth-steps", "3"]):
+        with pytest.raises(SystemExit) as e:
+            train_bench.main(["--out", str(tmp_path / "x.json"), "--parts", "p1", "--model", str(tiny_model), *extra])
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "not --model" in err and "give one" in err

@@ -210,7 +210,7 @@ class DreamBoothSystem:
         return out.images[0]
 
 
-def _dreambooth_spec(arg: str) -> tuple[str, int | None]:
+def parse_dreambooth_spec(arg: str) -> tuple[str, int | None]:
     """"DIR" or "DIR@STEPS" -> (DIR, STEPS or None)."""
     path, at, steps = arg.rpartition("@")
     if not at:
@@ -254,7 +254,7 @@ def resolve_system(text: str, bench: Benchmark) -> NamedSystem:
     elif kind == "dreambooth":
         if not arg:
             raise InputError("system 'dreambooth' needs a base model directory: dreambooth:DIR[@STEPS]")
-        model_dir, steps = _dreambooth_spec(arg)
+        model_dir, steps = parse_dreambooth_spec(arg)
         fn = DreamBoothSystem(model_dir, bench.config, steps)
     elif ":" in spec and kind not in BUILTINS:
         fn = _import_callable(spec)

@@ -14,6 +14,9 @@ P1  (a) SuTI: `pipe.encode_subject(photos)` of a held-out subject (median of --r
     subprocess, timed by the loop's own `elapsed_s` at its last step (training only). Target >= 1000.
     (b) time to first image, same DDIM sampler and --steps: SuTI = encode + sample one image;
     DreamBooth = fine-tune + load the fine-tuned model + sample one image. Target >= 30.
+    Both sample with the pipeline's default guidance. The DreamBooth step count is --dreambooth-steps,
+    or the peak of a step-count sweep (--steps-from FILE, written by tools.bench.dreambooth_sweep; the
+    sweep must have fine-tuned --model), or else the recipe's own max_steps.
 """
 
 from __future__ import annotations
@@ -158,7 +161,10 @@ def _timed(fn) -> tuple[float, float, object]:
 
 
 def run_p1(model: Path, db_recipe: str, subject_id: int | None, n_demos: int, db_steps: int | None,
-           sample_steps: int, repeats: int, threads: int, tmp: Path) -> dict:
+           sample_steps: int, repeats: int, threads: int, tmp: Path, peak: dict | None = None) -> dict:
+    """`peak`: the `peak` entry of a DreamBooth sweep (tools.bench.dreambooth_sweep) that chose db_steps."""
+    import inspect
+
     import torch
     from diffusers import DDIMScheduler
 
@@ -171,7 +177,6 @@ def run_p1(model: Path, db_recipe: str, subject_id: int | None, n_demos: int, db
     if subject_id is None:
         subject_id = subjects_of_split("test_subject", 200, recipe.world.world_seed)[0]
     steps = db_steps or recipe.loop.max_steps
-    gs, ss = recipe.validation.guidance_scale, recipe.validation.subject_guidance_scale
 
     def prepare(pipe):
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # same sampler on both sides
@@ -183,6 +188,8 @@ def run_p1(model: Path, db_recipe: str, subject_id: int | None, n_demos: int, db
                     generator=torch.Generator().manual_seed(0), output_type="np", **kw)
 
     pipe = prepare(load_pipeline(str(model)))
+    defaults = inspect.signature(type(pipe).__call__).parameters  # what a user gets without flags
+    gs, ss = defaults["guidance_scale"].default, defaults["subject_guidance_scale"].default
     images, captions, prompt = _subject_photos(recipe, subject_id, n_demos, pipe.image_size)
     first_encode = _timed(lambda: pipe.encode_subject(images, captions))[0]
     ctx = pipe.encode_subject(images, captions)
@@ -231,10 +238,14 @@ def run_p1(model: Path, db_recipe: str, subject_id: int | None, n_demos: int, db
                      "dreambooth": {"guidance_scale": gs, "unet_passes": 2}},
         "repeats": repeats, "torch_threads": threads,
         "dreambooth_steps": steps,
-        "dreambooth_steps_source": ("the --dreambooth-steps flag" if db_steps else
+        "dreambooth_steps_source": ("the peak of a DreamBooth sweep (--steps-from)" if peak else
+                                    "the --dreambooth-steps flag" if db_steps else
                                     f"the recipe's own loop.max_steps ({db_recipe!r})"),
-        "dreambooth_steps_note": ("This step count is NOT the step at which DreamBooth's world-DreamBench score "
+        "dreambooth_steps_note": (f"The step count at which DreamBooth's world-DreamBench {peak['metric']} peaks in the "
+                                  f"sweep given (peak_at_edge={peak['peak_at_edge']})." if peak else
+                                  "This step count is NOT the step at which DreamBooth's world-DreamBench score "
                                   "peaks: that has not been measured. The ratios hold for this step count only."),
+        **({"dreambooth_sweep_peak": peak} if peak else {}),
         "suti": rnd(suti), "dreambooth": rnd(db),
         "ratios": {k: round(v, 2) for k, v in ratios.items()},
         "ratios_with_command_wall": {k: round(v, 2) for k, v in wide.items()},
@@ -288,6 +299,19 @@ def _check(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         ap.error(f"--model: {str(args.model)!r} is not a saved pipeline directory (no model_index.json)")
     if not 3 <= args.demos <= 5:
         ap.error(f"--demos must be in 3..5, got {args.demos}")
+    args.peak = None
+    if args.steps_from is not None:
+        if args.dreambooth_steps is not None:
+            ap.error("--steps-from and --dreambooth-steps both set the DreamBooth step count: give one")
+        try:
+            sweep = json.loads(args.steps_from.read_text())
+            peak, base = sweep["peak"], sweep["base"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            ap.error(f"--steps-from: {str(args.steps_from)!r} is not a DreamBooth sweep JSON ({e})")
+        if (ROOT / base).resolve() != args.model:
+            ap.error(f"--steps-from: the sweep fine-tuned {base!r}, not --model {str(args.model)!r}")
+        args.dreambooth_steps = int(peak["steps"])
+        args.peak = {"file": args.steps_from.name, "metric": sweep["metric"], **peak}
 
 
 def _portable(value, tmp: str):
@@ -316,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dreambooth-recipe", default="dreambooth", help="P1: dreambooth recipe name or JSON")
     ap.add_argument("--dreambooth-steps", type=_positive, default=None,
                     help="P1: DreamBooth steps (default: the recipe's own max_steps)")
+    ap.add_argument("--steps-from", type=Path, default=None,
+                    help="P1: DreamBooth sweep JSON (python -m tools.bench.dreambooth_sweep); use its peak step count")
     ap.add_argument("--subject", type=int, default=None, help="P1: world subject id (default: first held-out)")
     ap.add_argument("--demos", type=int, default=4, help="P1: demos for SuTI's encode_subject (3-5)")
     ap.add_argument("--steps", type=_positive, default=25, help="P1: DDIM sampling steps")
@@ -341,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                 result["P6"] = run_p6(args.recipe, args.steps_p6, args.threads, args.p6_repeats, Path(tmp))
             if "p1" in args.parts:
                 result["P1"] = run_p1(args.model, args.dreambooth_recipe, args.subject, args.demos,
-                                      args.dreambooth_steps, args.steps, args.repeats, args.threads, Path(tmp))
+                                      args.dreambooth_steps, args.steps, args.repeats, args.threads, Path(tmp),
+                                      args.peak)
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
