@@ -196,6 +196,9 @@ class SubjectConfig:
     caption_tokens: bool = True  # append each demo's caption tokens to its image tokens
     slot_embedding: bool = True  # add a learned per-slot embedding (makes the result order-dependent)
     demo_timestep: int = 0  # timestep at which clean demos run through the UNet's down path
+    # demo image tokens and the queries of demo attention carry their 2-D place; each head learns a
+    # locality bias (models/subject_attn.py), so demo attention can read a demo at the same spot of the frame
+    positions: bool = False
 
     def validate(self, name: str = "subject") -> None:
         if not self.levels:

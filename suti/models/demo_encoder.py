@@ -23,7 +23,7 @@ from torch import nn
 from suti.errors import ConfigError, InputError
 from suti.models.config import SubjectConfig
 from suti.models.pooled_text import pooled_text, uses_pooled_text
-from suti.models.subject_attn import DemoContext
+from suti.models.subject_attn import DemoContext, grid_places
 
 
 def level_key(level: str) -> str:
@@ -65,6 +65,7 @@ class DemoEncoder(nn.Module):
         self.pool_size = cfg.pool_size
         self.caption_tokens = cfg.caption_tokens
         self.max_demos = cfg.max_demos
+        self.positions = cfg.positions
         self.norm = nn.ModuleDict({level_key(l): nn.LayerNorm(channels[l]) for l in self.levels})
         self.proj = nn.ModuleDict({level_key(l): nn.Linear(channels[l], dim) for l in self.levels})
         self.level_emb = nn.Parameter(torch.zeros(len(self.levels) + 1, dim))  # last row tags caption tokens
@@ -146,16 +147,18 @@ class DemoEncoder(nn.Module):
             t = t.repeat_interleave(N)[valid]
 
         feats = self.unet_features(unet, x, ctx, t, caption_mask.flatten(0, 1)[valid])
-        toks = []
+        toks, places = [], []
         for i, lvl in enumerate(self.levels):
             f = feats[lvl]
             if self.pool_size is not None:
                 f = F.adaptive_avg_pool2d(f, self.pool_size)
+            places.append(grid_places(f.shape[-2], f.shape[-1], dev))  # (h*w, 3)
             f = f.flatten(2).transpose(1, 2)  # (n, h*w, C_l)
             k = level_key(lvl)
             toks.append(self.proj[k](self.norm[k](f)) + self.level_emb[i])  # (n, h*w, D)
         if self.caption_tokens:
             toks.append(ctx + self.level_emb[-1])  # (n, L, D)
+            places.append(torch.zeros(L, 3, device=dev))  # captions have no place in the frame
         tok = torch.cat(toks, dim=1)  # (n, T, D)
         T, D = tok.shape[1], tok.shape[2]
         tok_mask = torch.ones(tok.shape[:2], dtype=torch.bool, device=dev)  # (n, T)
@@ -169,5 +172,9 @@ class DemoEncoder(nn.Module):
             full = full + self.slot_emb[:N].view(1, N, 1, D)
         full_mask = torch.zeros(B * N, T, dtype=torch.bool, device=dev)
         full_mask[valid] = tok_mask
+        pos = None
+        if self.positions:
+            pos = torch.cat(places).to(full.dtype).repeat(N, 1).expand(B, N * T, 3)  # (B, N*T, 3)
         return DemoContext(tokens=full.reshape(B, N * T, D),  # (B, N*T, D)
-                           mask=full_mask.view(B, N * T))  # (B, N*T)
+                           mask=full_mask.view(B, N * T),  # (B, N*T)
+                           positions=pos)

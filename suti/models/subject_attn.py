@@ -6,6 +6,16 @@ where `demo` is a `DemoContext`. Nothing is concatenated to the text tokens and 
     out = base(attn, x, text)                                         # the layer's own processor, untouched
         + tanh(gate) * weight_b * W_out · attention(q(x), k_demo(demo), v_demo(demo))
 
+With `positions=True` (SubjectConfig) every image token carries its 2-D place (x, y in [0, 1]) and so
+does every query of the layer's feature map; each head adds a locality bias to its logits,
+
+    logit(q, k) = q·k / sqrt(d) − α_h |p_q − p_k|²           (tokens without a place, captions: no bias)
+
+so a head with α_h > 0 reads the demos where they show the same spot of the frame (a subject's outline
+and marks, not only its colours: without places, attention over demo tokens is a bag of features).
+The bias is computed inside scaled-dot-product attention by 4 extra dimensions per head (no (L, M)
+bias tensor is materialised).
+
 `gate` starts at exactly 0, so a freshly installed layer returns the base output bit for bit. A plain
 tensor (or ``demo=None``) as `encoder_hidden_states` runs only the base processor: that is how the
 demo encoder runs the same down blocks on the demos with their captions (no recursion into demos).
@@ -13,6 +23,7 @@ demo encoder runs the same down blocks on the demos with their captions (no recu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
@@ -22,6 +33,16 @@ from torch import nn
 
 from suti.errors import InputError
 
+LOCALITY_SCALE = 64.0  # alpha_h = LOCALITY_SCALE * locality_h (so a trainable value of order 1)
+
+
+def grid_places(h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(h*w, 3) rows (x, y, 1) of an h x w map's cell centres in [0, 1], row-major like `flatten(2)`."""
+    ys = (torch.arange(h, device=device, dtype=torch.float32) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=torch.float32) + 0.5) / w
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([gx.flatten(), gy.flatten(), torch.ones(h * w, device=device)], dim=-1)
+
 
 @dataclass
 class DemoContext:
@@ -30,6 +51,7 @@ class DemoContext:
     tokens: torch.Tensor  # (B, M, D) demo tokens (image feature tokens + caption tokens of every demo)
     mask: torch.Tensor | None = None  # (B, M) bool, True = a real token, False = padding
     weight: torch.Tensor | None = None  # (B,) per-sample demo weight: 0 turns demos off (dropout / guidance)
+    positions: torch.Tensor | None = None  # (B, M, 3) (x, y, 1) of image tokens, zeros for tokens without a place
 
     def __post_init__(self) -> None:
         if self.tokens.ndim != 3:
@@ -39,6 +61,8 @@ class DemoContext:
             raise InputError(f"demo mask must be (B, M)=({b}, {m}), got {tuple(self.mask.shape)}")
         if self.weight is not None and tuple(self.weight.shape) != (b,):
             raise InputError(f"demo weight must be (B,)=({b},), got {tuple(self.weight.shape)}")
+        if self.positions is not None and tuple(self.positions.shape) != (b, m, 3):
+            raise InputError(f"demo positions must be (B, M, 3)=({b}, {m}, 3), got {tuple(self.positions.shape)}")
 
     @property
     def batch_size(self) -> int:
@@ -54,6 +78,11 @@ class DemoContext:
             return torch.ones(self.batch_size, dtype=self.tokens.dtype, device=self.tokens.device)
         return self.weight.to(self.tokens.dtype)
 
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "DemoContext":
+        """Tokens and positions moved (and cast), the mask made explicit, the per-sample weight dropped."""
+        pos = None if self.positions is None else self.positions.to(device, dtype)
+        return DemoContext(self.tokens.to(device, dtype), self.full_mask().to(device), None, pos)
+
     def with_weight(self, weight: torch.Tensor | float) -> "DemoContext":
         w = torch.as_tensor(weight, dtype=self.tokens.dtype, device=self.tokens.device)
         return replace(self, weight=w.expand(self.batch_size).clone())
@@ -61,7 +90,19 @@ class DemoContext:
     def repeat_interleave(self, n: int) -> "DemoContext":
         """Each sample repeated `n` times in place (for several images per prompt)."""
         rep = lambda t: None if t is None else t.repeat_interleave(n, dim=0)  # noqa: E731
-        return DemoContext(rep(self.tokens), rep(self.mask), rep(self.weight))
+        return DemoContext(rep(self.tokens), rep(self.mask), rep(self.weight), rep(self.positions))
+
+    def full_positions(self) -> torch.Tensor:
+        if self.positions is None:  # no token has a place
+            return self.tokens.new_zeros(*self.tokens.shape[:2], 3)
+        return self.positions
+
+    @staticmethod
+    def _positions_of(contexts: Sequence["DemoContext"], pad: Any = None) -> torch.Tensor | None:
+        if all(c.positions is None for c in contexts):
+            return None
+        parts = [c.full_positions() for c in contexts]
+        return torch.cat([pad(p, 0.0) for p in parts] if pad else parts)
 
     @staticmethod
     def cat(contexts: Sequence["DemoContext"]) -> "DemoContext":
@@ -70,8 +111,8 @@ class DemoContext:
             torch.cat([c.tokens for c in contexts]),
             torch.cat([c.full_mask() for c in contexts]),
             torch.cat([c.full_weight() for c in contexts]),
+            DemoContext._positions_of(contexts),
         )
-
 
     @staticmethod
     def cat_padded(contexts: Sequence["DemoContext"]) -> "DemoContext":
@@ -84,6 +125,7 @@ class DemoContext:
             torch.cat([pad(c.tokens, 0.0) for c in contexts]),  # (sum B, m, D)
             torch.cat([pad(c.full_mask(), False) for c in contexts]),  # (sum B, m)
             torch.cat([c.full_weight() for c in contexts]),  # (sum B,)
+            DemoContext._positions_of(contexts, pad),  # (sum B, m, 3) or None
         )
 
 
@@ -108,7 +150,7 @@ class TextOnlyProcessor:
 class SubjectAttnProcessor(nn.Module):
     """attn2 processor = the layer's original processor on text + a zero-gated attention over demo tokens."""
 
-    def __init__(self, attn: nn.Module):
+    def __init__(self, attn: nn.Module, positions: bool = False):
         super().__init__()
         to_k, to_v = attn.to_k, attn.to_v
         self.to_k_demo = nn.Linear(to_k.in_features, to_k.out_features, bias=to_k.bias is not None)
@@ -121,6 +163,9 @@ class SubjectAttnProcessor(nn.Module):
             if to_v.bias is not None:
                 self.to_v_demo.bias.copy_(to_v.bias)
         self.gate = nn.Parameter(torch.zeros(()))  # explicit zero-init: installed layer == base layer
+        # per-head locality strength, alpha_h = LOCALITY_SCALE * locality_h; 1 = a Gaussian of sd ~0.09 of
+        # the frame (about 1.4 tokens at 16x16). Behind a zero gate its start value does not change the output.
+        self.locality = nn.Parameter(torch.ones(attn.heads)) if positions else None
         self._base: tuple[Any, ...] = ()  # the layer's original processor; a tuple so it is never a submodule
 
     @property
@@ -173,8 +218,12 @@ class SubjectAttnProcessor(nn.Module):
         mask = demo.full_mask()  # (B, M)
         has_demo = mask.any(dim=1)  # (B,) rows without any real token attend nowhere (weight forced to 0)
         mask = mask | ~has_demo[:, None]  # keep softmax finite on empty rows
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, H, L, hd)
-        y = y.transpose(1, 2).reshape(B, L, inner).to(q.dtype)  # (B, L, inner)
+        if self.locality is not None:
+            q, k = self.with_locality(q, k, demo.full_positions().to(q.dtype))
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], scale=1.0)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, H, L, hd)
+        y = y.transpose(1, 2).reshape(B, L, inner).to(v.dtype)  # (B, L, inner)
         y = attn.to_out[1](F.linear(y, attn.to_out[0].weight))  # shared output map; its bias stays in `out`
         if spatial:
             y = y.transpose(-1, -2).reshape(b, c, h, w)
@@ -182,3 +231,23 @@ class SubjectAttnProcessor(nn.Module):
 
         scale = torch.tanh(self.gate) * demo.full_weight() * has_demo.to(y.dtype)  # (B,)
         return y * scale.view(B, *([1] * (y.ndim - 1)))
+
+    def with_locality(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q (B, H, L, d), k (B, H, M, d), key places pos (B, M, 3) -> q', k' (d + 4 dims) whose plain dot
+        product is q·k/sqrt(d) − α_h |p_q − p_k|² + α_h |p_q|², and q·k/sqrt(d) + α_h |p_q|² for keys without
+        a place: the per-query constant α_h |p_q|² cancels in the softmax."""
+        B, H, L, d = q.shape
+        side = math.isqrt(L)
+        if side * side != L:
+            raise InputError(f"demo positions need a square feature map, got {L} query tokens")
+        pq = grid_places(side, side, q.device)[:, :2].to(q.dtype)  # (L, 2) row-major, like the flattened map
+        alpha = (LOCALITY_SCALE * self.locality).to(q.dtype).view(1, H, 1, 1)  # (1, H, 1, 1)
+        sq = (pq * pq).sum(-1)  # (L,)
+        q_extra = torch.cat([2 * pq.expand(1, H, L, 2), -q.new_ones(1, H, L, 1), sq.view(1, 1, L, 1).expand(1, H, L, 1)],
+                            dim=-1) * alpha  # (1, H, L, 4)
+        placed = pos[..., 2:3]  # (B, M, 1) 1 = an image token with a place
+        pk = pos[..., :2] * placed  # (B, M, 2)
+        k_extra = torch.cat([pk, (pk * pk).sum(-1, keepdim=True), 1 - placed], dim=-1)  # (B, M, 4)
+        q2 = torch.cat([q * d ** -0.5, q_extra.expand(B, H, L, 4)], dim=-1)  # (B, H, L, d+4)
+        k2 = torch.cat([k, k_extra[:, None].expand(B, H, k.shape[2], 4)], dim=-1)  # (B, H, M, d+4)
+        return q2, k2

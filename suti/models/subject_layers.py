@@ -81,7 +81,7 @@ class SubjectLayers(nn.Module):
         for path, attn in cross_attention_layers(unet).items():
             if path.startswith(prefixes):
                 self.paths.append(path)
-                self.attn[self._key(path)] = SubjectAttnProcessor(attn)
+                self.attn[self._key(path)] = SubjectAttnProcessor(attn, positions=cfg.positions)
         dim = unet.config.cross_attention_dim
         self.demo_encoder = DemoEncoder(cfg, level_channels(unet, cfg.levels), dim)
         self._originals: dict[str, Any] = {}  # attention path -> the processor it had before `install`

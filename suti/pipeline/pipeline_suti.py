@@ -142,7 +142,7 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
         if ctx.batch_size != n_prompts:
             raise InputError(f"subject_embeds: batch {ctx.batch_size} does not match {n_prompts} prompts")
         dev = self._execution_device
-        return DemoContext(ctx.tokens.to(dev, self.unet.dtype), ctx.full_mask().to(dev), None)
+        return ctx.to(dev, self.unet.dtype)
 
     # -- checks -------------------------------------------------------------------------------------------
     def check_inputs(self, num_inference_steps, guidance_scale, subject_guidance_scale, num_images_per_prompt,

@@ -84,8 +84,7 @@ class ModelRunner:
 
         with self._lock, self.torch.inference_mode():
             ctx = self.pipe.encode_subject(images, captions)
-        return DemoContext(ctx.tokens.detach().float().cpu().contiguous(),
-                           ctx.full_mask().detach().cpu().contiguous(), None)
+        return ctx.to("cpu", self.torch.float32)
 
     def generate(self, prompts: list[str], contexts: list, seeds: list[int], steps: int, guidance_scale: float,
                  subject_guidance_scale: float) -> list[PIL.Image.Image]:

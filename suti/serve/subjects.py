@@ -4,8 +4,8 @@
     record = store.add(ctx, n_images=3, captions=[...])    # id like "sub_1f0c...": 24 random hex digits
     ctx, record = store.get(record.subject_id)              # memory hit, else disk (then cached), else 404
 
-Layout: ROOT/<weights fingerprint[:16]>/<subject_id>.safetensors holding `tokens` (1, M, D) and `mask`
-(1, M), with the record as JSON metadata. Files of another model's weights are never read (their
+Layout: ROOT/<weights fingerprint[:16]>/<subject_id>.safetensors holding `tokens` (1, M, D), `mask`
+(1, M) and, for models whose demo tokens have places, `positions` (1, M, 3), with the record as JSON metadata. Files of another model's weights are never read (their
 tokens would be meaningless). Ids are checked against a strict pattern before any path is built, so no
 client-supplied text ever reaches the filesystem. Writes are atomic (temp file + rename).
 """
@@ -89,6 +89,8 @@ class SubjectStore:
         record = SubjectRecord(f"sub_{secrets.token_hex(12)}", int(n_images), list(captions), round(time.time(), 3),
                                int(ctx.tokens.shape[1]), list(warnings or []))
         tensors = {"tokens": ctx.tokens.contiguous(), "mask": ctx.full_mask().contiguous()}
+        if ctx.positions is not None:
+            tensors["positions"] = ctx.positions.contiguous()
         try:
             blob = save(tensors, metadata={"record": json.dumps(record.to_dict())})
             atomic_write(self._path(record.subject_id), lambda f: f.write(blob))
@@ -152,7 +154,8 @@ class SubjectStore:
         try:
             with safe_open(str(path), framework="pt") as f:
                 record = SubjectRecord(**json.loads(f.metadata()["record"]))
-                ctx = DemoContext(f.get_tensor("tokens"), f.get_tensor("mask"), None)
+                pos = f.get_tensor("positions") if "positions" in f.keys() else None
+                ctx = DemoContext(f.get_tensor("tokens"), f.get_tensor("mask"), None, pos)
         except FileNotFoundError:
             self.stats.misses += 1
             raise NotFound(f"no subject {subject_id!r}", code="subject_not_found") from None

@@ -68,7 +68,8 @@ def resolve_recipe(recipe: TrainRecipe | None, out: Path, resume: bool) -> Train
 def make_optimizer(module: TrainModule, recipe: TrainRecipe) -> torch.optim.Optimizer:
     subject = module.subject_names()
     named = module.trainable()
-    gate = lambda n: n in subject and n.endswith(".gate")  # noqa: E731
+    # per-layer scalars (gates, per-head locality strengths) take the gate lr
+    gate = lambda n: n in subject and n.endswith((".gate", ".locality"))  # noqa: E731
     groups = [{"params": [p for n, p in named.items() if n in subject and not gate(n)], "base_lr": recipe.optim.lr},
               {"params": [p for n, p in named.items() if gate(n)], "base_lr": recipe.optim.lr * recipe.optim.gate_lr_scale},
               {"params": [p for n, p in named.items() if n not in subject],

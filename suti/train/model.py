@@ -136,7 +136,7 @@ class TrainModule(nn.Module):
         caps = self.encode_text(demo_ids.flatten(0, 1))  # (B*N, L, D)
         caps = caps.view(B, N, *caps.shape[1:])  # (B, N, L, D)
         ctx = self.subject.encode_demos(self.unet, x, caps, demo_ids != self.pad_id, demo_mask)
-        return DemoContext(ctx.tokens, ctx.mask, demo_weight.to(ctx.tokens.dtype))  # (B, N*T, D)
+        return ctx.with_weight(demo_weight)  # (B, N*T, D)
 
     def denoise(self, x_t: torch.Tensor, timesteps: torch.Tensor, text_ids: torch.Tensor,
                 demos: DemoContext | None = None) -> torch.Tensor:

@@ -73,7 +73,8 @@ class OptimConfig:
     schedule: str = "constant"  # "constant" | "cosine" (to 10 % of lr at max_steps)
     grad_clip: float = 1.0  # 0 = no clipping
     base_lr_scale: float = 1.0  # lr multiplier of base (UNet/text) weights when subject layers also train
-    gate_lr_scale: float = 1.0  # lr multiplier of the demo-attention gates (scalars that start at 0)
+    gate_lr_scale: float = 1.0  # lr multiplier of the demo-attention gates (scalars that start at 0) and,
+    # with subject.positions, of the per-head locality strengths
 
     def validate(self, name: str = "optim") -> None:
         _positive(f"{name}.lr", self.lr)
@@ -208,6 +209,7 @@ class SubjectOverrides:
     levels: Union[tuple[str, ...], None] = None
     attn_blocks: Union[tuple[str, ...], None] = None
     caption_tokens: Union[bool, None] = None
+    positions: Union[bool, None] = None
 
     def changes(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
