@@ -74,3 +74,27 @@ def test_options_change_exactly_what_they_name(model_dir):
     assert not np.array_equal(img(one.fn), base)  # one demo is not five: the option really acts
     with pytest.raises(InputError, match="bad suti option"):
         resolve_system(f"suti:{model_dir}@demos=none", bench)
+
+
+def test_places_off_drops_the_locality_of_a_model_with_places(tmp_path):
+    from _tiny import tiny_config
+
+    cfg = tiny_config()
+    cfg = replace(cfg, subject=replace(cfg.subject, levels=("down.0", "mid"), positions=True))
+    tiny_pipe(cfg, gate=0.7).save_pretrained(tmp_path / "m")
+    bench = build_benchmark(SMALL)
+    item = bench.items[0]
+    demos, captions = list(bench.demo_images(item.subject)), list(bench.by_key[item.subject].demo_captions)
+    full = resolve_system(f"suti:{tmp_path / 'm'}", bench).fn
+    off = resolve_system(f"suti:{tmp_path / 'm'}@places=off", bench).fn
+    pipe = full.pipe
+    ctx = replace(pipe.encode_subject(demos, captions), positions=None)
+    want = pipe(item.prompt, subject_embeds=ctx, num_inference_steps=SMALL.steps, guidance_scale=SMALL.guidance_scale,
+                subject_guidance_scale=SMALL.subject_guidance_scale, output_type="np",
+                generator=torch.Generator().manual_seed(item.seed)).images[0]
+    got = np.asarray(off(demos, captions, item.prompt, item.seed), dtype=np.float64)
+    assert np.array_equal(got, (want * 255).round())
+    assert not np.array_equal(got, np.asarray(full(demos, captions, item.prompt, item.seed), dtype=np.float64))
+    assert SutiOptions.parse("places=off") == SutiOptions(places=False)
+    with pytest.raises(InputError, match="cannot be combined"):
+        SutiOptions.parse("places=off,demo_timestep=current")

@@ -6,7 +6,8 @@ Built-in reference systems, chosen by a spec string (optionally "NAME=SPEC" to r
     base:DIR        any SuTIPipeline dir run text-only (subject_images=None): the subject floor
     suti:DIR[@OPTS] any SuTIPipeline dir with the demos and their captions; OPTS (ablations), comma-separated:
                     demos=N (only the first N demos), captions=off (empty demo captions),
-                    demo_timestep=current|T (re-encode the demos at every step, or encode them at T)
+                    demo_timestep=current|T (re-encode the demos at every step, or encode them at T),
+                    places=off (demo tokens without their places: no locality bias in demo attention)
     dreambooth:DIR[@STEPS]  per subject, fine-tune DIR on the demos (the `dreambooth` recipe, STEPS steps,
                     default the recipe's), then render "sks <prompt>" text-only: the per-subject baseline
     pkg.mod:NAME    your own callable (or a zero-argument factory returning one, if NAME ends in "()")
@@ -77,11 +78,12 @@ def _scheduler(pipe, sampler: str):
 
 @dataclass(frozen=True)
 class SutiOptions:
-    """Inference-time ablations of `suti:DIR@...`: demo count, demo captions, demo timestep."""
+    """Inference-time ablations of `suti:DIR@...`: demo count, demo captions, demo timestep, token places."""
 
     demos: int = 0  # 0 = all the benchmark's demos
     captions: bool = True
     demo_timestep: int | str | None = None  # None = the model's own setting
+    places: bool = True  # False: demo tokens lose their places (subject.positions models: no locality bias)
 
     @classmethod
     def parse(cls, text: str) -> SutiOptions:
@@ -90,16 +92,21 @@ class SutiOptions:
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, eq, value = part.partition("=")
             if not eq:
-                raise InputError(f"suti option {part!r} must be KEY=VALUE (demos, captions, demo_timestep)")
+                raise InputError(f"suti option {part!r} must be KEY=VALUE (demos, captions, demo_timestep, places)")
             if key == "demos" and value.isdigit() and 1 <= int(value) <= 8:
                 out["demos"] = int(value)
             elif key == "captions" and value in ("on", "off"):
                 out["captions"] = value == "on"
             elif key == "demo_timestep" and (value == "current" or value.isdigit()):
                 out["demo_timestep"] = value if value == "current" else int(value)
+            elif key == "places" and value in ("on", "off"):
+                out["places"] = value == "on"
             else:
                 raise InputError(f"bad suti option {part!r}: use demos=1-8, captions=on|off, "
-                                 "demo_timestep=current|T")  # fmt: skip
+                                 "demo_timestep=current|T, places=on|off")  # fmt: skip
+        if not out.get("places", True) and "demo_timestep" in out:
+            raise InputError("suti options places=off and demo_timestep cannot be combined "
+                             "(places are dropped from demo tokens encoded once, at the model's timestep)")
         return cls(**out)
 
 
@@ -129,6 +136,9 @@ class PipelineSystem:
                       "subject_captions": demo_captions if o.captions else None}  # None: empty captions  # fmt: skip
             if o.demo_timestep is not None:
                 kwargs["demo_timestep"] = o.demo_timestep
+            if not o.places:  # encode once, then drop the places: demo attention without its locality bias
+                ctx = self.pipe.encode_subject(kwargs.pop("subject_images"), kwargs.pop("subject_captions"))
+                kwargs["subject_embeds"] = replace(ctx, positions=None)
         out = self.pipe(prompt, num_inference_steps=self.config.steps, guidance_scale=self.config.guidance_scale,
                         generator=torch.Generator().manual_seed(int(seed)), **kwargs)  # fmt: skip
         return out.images[0]
