@@ -147,18 +147,20 @@ class DemoEncoder(nn.Module):
             t = t.repeat_interleave(N)[valid]
 
         feats = self.unet_features(unet, x, ctx, t, caption_mask.flatten(0, 1)[valid])
-        toks, places = [], []
+        toks, places = [], []  # places: (x, y, 1) per image token, zeros per caption token
         for i, lvl in enumerate(self.levels):
             f = feats[lvl]
             if self.pool_size is not None:
                 f = F.adaptive_avg_pool2d(f, self.pool_size)
-            places.append(grid_places(f.shape[-2], f.shape[-1], dev))  # (h*w, 3)
+            if self.positions:
+                places.append(grid_places(f.shape[-2], f.shape[-1], dev))  # (h*w, 3)
             f = f.flatten(2).transpose(1, 2)  # (n, h*w, C_l)
             k = level_key(lvl)
             toks.append(self.proj[k](self.norm[k](f)) + self.level_emb[i])  # (n, h*w, D)
         if self.caption_tokens:
             toks.append(ctx + self.level_emb[-1])  # (n, L, D)
-            places.append(torch.zeros(L, 3, device=dev))  # captions have no place in the frame
+            if self.positions:
+                places.append(torch.zeros(L, 3, device=dev))  # captions have no place in the frame
         tok = torch.cat(toks, dim=1)  # (n, T, D)
         T, D = tok.shape[1], tok.shape[2]
         tok_mask = torch.ones(tok.shape[:2], dtype=torch.bool, device=dev)  # (n, T)

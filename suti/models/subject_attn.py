@@ -232,7 +232,8 @@ class SubjectAttnProcessor(nn.Module):
         scale = torch.tanh(self.gate) * demo.full_weight() * has_demo.to(y.dtype)  # (B,)
         return y * scale.view(B, *([1] * (y.ndim - 1)))
 
-    def with_locality(self, q: torch.Tensor, k: torch.Tensor, pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def with_locality(self, q: torch.Tensor, k: torch.Tensor,
+                      pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """q (B, H, L, d), k (B, H, M, d), key places pos (B, M, 3) -> q', k' (d + 4 dims) whose plain dot
         product is q·k/sqrt(d) − α_h |p_q − p_k|² + α_h |p_q|², and q·k/sqrt(d) + α_h |p_q|² for keys without
         a place: the per-query constant α_h |p_q|² cancels in the softmax."""
@@ -243,8 +244,8 @@ class SubjectAttnProcessor(nn.Module):
         pq = grid_places(side, side, q.device)[:, :2].to(q.dtype)  # (L, 2) row-major, like the flattened map
         alpha = (LOCALITY_SCALE * self.locality).to(q.dtype).view(1, H, 1, 1)  # (1, H, 1, 1)
         sq = (pq * pq).sum(-1)  # (L,)
-        q_extra = torch.cat([2 * pq.expand(1, H, L, 2), -q.new_ones(1, H, L, 1), sq.view(1, 1, L, 1).expand(1, H, L, 1)],
-                            dim=-1) * alpha  # (1, H, L, 4)
+        q_extra = torch.cat([2 * pq, -torch.ones_like(sq)[:, None], sq[:, None]], dim=-1)  # (L, 4)
+        q_extra = q_extra.view(1, 1, L, 4) * alpha  # (1, H, L, 4)
         placed = pos[..., 2:3]  # (B, M, 1) 1 = an image token with a place
         pk = pos[..., :2] * placed  # (B, M, 2)
         k_extra = torch.cat([pk, (pk * pk).sum(-1, keepdim=True), 1 - placed], dim=-1)  # (B, M, 4)

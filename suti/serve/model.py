@@ -80,8 +80,6 @@ class ModelRunner:
     # -- work --------------------------------------------------------------------------------------------
     def encode(self, images: list[PIL.Image.Image], captions: list[str] | None):
         """Demo tokens of one subject, moved to the CPU for caching: DemoContext (1, M, D)."""
-        from suti.models.subject_attn import DemoContext
-
         with self._lock, self.torch.inference_mode():
             ctx = self.pipe.encode_subject(images, captions)
         return ctx.to("cpu", self.torch.float32)

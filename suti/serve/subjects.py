@@ -5,9 +5,10 @@
     ctx, record = store.get(record.subject_id)              # memory hit, else disk (then cached), else 404
 
 Layout: ROOT/<weights fingerprint[:16]>/<subject_id>.safetensors holding `tokens` (1, M, D), `mask`
-(1, M) and, for models whose demo tokens have places, `positions` (1, M, 3), with the record as JSON metadata. Files of another model's weights are never read (their
-tokens would be meaningless). Ids are checked against a strict pattern before any path is built, so no
-client-supplied text ever reaches the filesystem. Writes are atomic (temp file + rename).
+(1, M) and, for models whose demo tokens have places, `positions` (1, M, 3), with the record as JSON
+metadata. Files of another model's weights are never read (their tokens would be meaningless). Ids are
+checked against a strict pattern before any path is built, so no client-supplied text ever reaches the
+filesystem. Writes are atomic (temp file + rename).
 """
 
 from __future__ import annotations
