@@ -44,6 +44,20 @@ def test_save_load_gives_identical_images_and_clean_base_weights(tmp_path, make_
     assert np.array_equal(run(loaded, "a red circle", demo_images(3)), before)
 
 
+def test_fp16_files_load_in_float32_unless_asked(tmp_path):
+    pipe = tiny_pipe(tiny_config())
+    pipe.to(torch.float16)
+    pipe.save_pretrained(tmp_path)  # what `suti train export` ships: fp16 files
+
+    def dtypes(p):
+        return {p.unet.dtype, p.text_encoder.dtype, *(w.dtype for w in p.subject.parameters())}
+
+    # every component in float32 (transformers alone would keep the text encoder in fp16)
+    assert dtypes(SuTIPipeline.from_pretrained(tmp_path)) == {torch.float32}
+    assert dtypes(SuTIPipeline.from_pretrained(tmp_path, dtype=torch.float16)) == {torch.float16}
+    assert dtypes(SuTIPipeline.from_pretrained(tmp_path, torch_dtype=torch.float16)) == {torch.float16}
+
+
 def test_load_errors(tmp_path):
     with pytest.raises(ModelLoadError, match="model_index.json"):
         SuTIPipeline.from_pretrained(tmp_path / "missing")

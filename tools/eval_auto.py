@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from suti.errors import InputError
+from tools import quiet_library_bars
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
@@ -39,6 +40,8 @@ def auto(
     from suti.eval.runner import run_benchmark
     from suti.eval.systems import resolve_system
 
+    if not progress:
+        quiet_library_bars()
     cfg = QUICK if quick else BenchmarkConfig()
     overrides = {"subjects": subjects, "images_per_prompt": images_per_prompt, "steps": steps, "sampler": sampler,
                  "demo_size": demo_size, "demos": demos, "guidance_scale": guidance,

@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 
 from suti.errors import InputError
+from tools import quiet_library_bars
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -102,6 +103,8 @@ def generate(
     _prepare_out(out, overwrite)
 
     t0 = time.perf_counter()
+    if not progress:
+        quiet_library_bars()
     pipe = load_pipeline(model)
     pipe.set_progress_bar_config(disable=not progress)
     retriever = None

@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from suti.errors import ConfigError
+from tools import quiet_library_bars
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Train the base model, a DreamBooth expert, or the SuTI apprentice on the subject world.")
@@ -25,6 +26,8 @@ def _run(kind: str, config: Optional[str], out: Path, resume: bool, max_steps: O
          init_from: Optional[str], progress: bool, **fields) -> None:
     from suti.train import load_recipe, train
 
+    if not progress:
+        quiet_library_bars()
     recipe = None
     if config is not None:
         recipe = load_recipe(config)

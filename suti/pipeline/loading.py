@@ -58,7 +58,9 @@ class SuTILoadingMixin:
     def from_base(cls, base_dir: str | Path, subject_config: SubjectConfig | None = None, seed: int = 0,
                   torch_dtype: Any = None) -> Any:
         """A stock SD-1.x/2.x diffusers directory (unet/, text_encoder/, tokenizer/, scheduler/, [vae/])
-        + fresh zero-gated subject layers. The scheduler is converted to DDIM (swap it freely)."""
+        + fresh zero-gated subject layers, in float32 unless `torch_dtype` says otherwise. The scheduler is
+        converted to DDIM (swap it freely)."""
+        import torch
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import AutoTokenizer, CLIPTextModel
 
@@ -66,7 +68,7 @@ class SuTILoadingMixin:
         missing = [f for f in BASE_FOLDERS if not (d / f).is_dir()]
         if missing:
             raise ModelLoadError(f"{str(base_dir)!r} is not a diffusers model directory: missing {missing}")
-        kw = {"torch_dtype": torch_dtype} if torch_dtype is not None else {}
+        kw = {"dtype": torch_dtype or torch.float32}  # both libraries' keyword; fp16 files stay fp16 otherwise
         try:
             unet = UNet2DConditionModel.from_pretrained(d / "unet", local_files_only=True, **kw)
             text_encoder = CLIPTextModel.from_pretrained(d / "text_encoder", local_files_only=True, **kw)
@@ -85,7 +87,10 @@ class SuTILoadingMixin:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> Any:
-        """A directory written by `save_pretrained`: base components + `subject/` layers. Local only."""
+        """A directory written by `save_pretrained`: base components + `subject/` layers. Local only.
+        Every component loads in float32 unless `dtype` says otherwise (the files may be fp16)."""
+        import torch
+
         d = Path(pretrained_model_name_or_path)
         if not (d / "model_index.json").is_file():
             raise ModelLoadError(f"{str(pretrained_model_name_or_path)!r} has no model_index.json "
@@ -94,6 +99,8 @@ class SuTILoadingMixin:
             raise ModelLoadError(f"{str(pretrained_model_name_or_path)!r} has no {SUBJECT_DIR}/{CONFIG_NAME} "
                                  "(for a stock SD directory use from_base)")
         kwargs.setdefault("local_files_only", True)
+        # float32 by default: transformers would otherwise keep fp16 files in fp16
+        kwargs["dtype"] = kwargs.pop("torch_dtype", None) or kwargs.get("dtype") or torch.float32
         try:
             pipe = super().from_pretrained(str(d), **kwargs)
         except (OSError, ValueError, KeyError, RuntimeError) as e:

@@ -25,22 +25,21 @@ def bundled_model_dir() -> Path:
 
 def load_pipeline(spec: str | Path, dtype=None):
     """A SuTIPipeline from a directory, a preset name (random weights, with a warning) or 'default'."""
-    import torch
-
     from configs import preset_names
     from suti.pipeline.pipeline_suti import SuTIPipeline
 
     name = str(spec)
     if name == "default":
-        pipe = SuTIPipeline.from_pretrained(bundled_model_dir())
+        pipe = SuTIPipeline.from_pretrained(bundled_model_dir(), dtype=dtype)
     elif Path(name).is_dir():
-        pipe = SuTIPipeline.from_pretrained(name)
+        pipe = SuTIPipeline.from_pretrained(name, dtype=dtype)
     elif name in preset_names():
         warnings.warn(f"model {name!r} is a preset: its weights are random (fine for tests, not for images)",
                       UserWarning, stacklevel=2)
         pipe = SuTIPipeline.from_config(name)
+        if dtype is not None:
+            pipe.to(dtype=dtype)
     else:
         raise ModelLoadError(f"model {name!r} is neither a directory, a preset ({', '.join(preset_names())}) "
                              "nor 'default'")
-    pipe.to(dtype=dtype or torch.float32)  # fp16 weights on disk, fp32 math on the CPU
     return pipe

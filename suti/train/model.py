@@ -56,7 +56,6 @@ def build_pipeline(recipe: TrainRecipe):
         pipe.suti_config.unet.pooled_text = True
     if recipe.subject_overrides is not None and pipe.subject is not None:
         reshape_subject_layers(pipe, recipe.subject_overrides.changes(), seed=recipe.loop.seed)
-    pipe.to(torch.float32)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

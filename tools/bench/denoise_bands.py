@@ -39,8 +39,6 @@ def parse_bands(text: str, num_train: int = 1000) -> list[tuple[int, int]]:
 
 def band_errors(model_dir: str, bands: list[tuple[int, int]], subjects: int = 8, batch: int = 32) -> dict:
     """{"lo-hi": {x0_err_text, x0_err_text_subj, x0_err_demos, x0_err_demos_subj}} for one model."""
-    import torch
-
     from suti.errors import InputError
     from suti.pipeline import SuTIPipeline
     from suti.train.model import TrainModule
@@ -49,7 +47,7 @@ def band_errors(model_dir: str, bands: list[tuple[int, int]], subjects: int = 8,
 
     if not (Path(model_dir) / "model_index.json").is_file():
         raise InputError(f"model directory {model_dir} not found (no model_index.json)")
-    pipe = SuTIPipeline.from_pretrained(model_dir).to(torch.float32)  # fp16 files, float32 compute
+    pipe = SuTIPipeline.from_pretrained(model_dir)  # fp16 files, float32 compute
     recipe = load_recipe("apprentice")
     recipe = replace(recipe, validation=replace(recipe.validation, num_subjects=subjects, metric_batch=batch))
     if pipe.subject is None:

@@ -35,7 +35,7 @@ def word_effects(model_dir: str, t: int = 850, draws: int = 8, seed: int = 0) ->
 
     if not Path(model_dir).is_dir():
         raise InputError(f"model directory {model_dir} not found")
-    pipe = SuTIPipeline.from_pretrained(model_dir).to(torch.float32)  # fp16 files, float32 compute
+    pipe = SuTIPipeline.from_pretrained(model_dir)  # fp16 files, float32 compute
     module = TrainModule(pipe, load_recipe("apprentice")).eval()
     T = module.scheduler.config.num_train_timesteps
     if not 0 <= t < T:
