@@ -1,8 +1,13 @@
 """Neighbour search over an index directory: text, image or embedding queries -> `Neighbors`.
 
-Re-Imagen mode asks for `same_cluster=True`: the best-matching cluster is chosen from a shortlist
-of `max(fetch_factor * k, min_fetch)` neighbours, and its k best members are returned (re-scored
-exactly against the query when the index stores full vectors), so demonstrations show one subject.
+Re-Imagen mode asks for `same_cluster=True`: one cluster is chosen and its k best members are
+returned (re-scored exactly against the query when the index stores full vectors), so demonstrations
+show one subject. How the cluster is chosen (`choose_cluster`):
+- "vectors": from a shortlist of `max(fetch_factor * k, min_fetch)` dense neighbours, the cluster
+  whose k best shortlisted members score highest in total;
+- "captions": text queries only, BM25 over clusters with each cluster's captions as one document
+  (`retrieval.lexical`); a query sharing no word with any caption falls back to "vectors";
+- "auto" (default): "captions" for text queries when the metadata has captions, else "vectors".
 
 Scores are FAISS's: inner products for metric "ip" (higher is better), squared L2 distances for
 "l2" (lower is better).
@@ -43,6 +48,7 @@ class Neighbors:
     urls: list[str]
     paths: list[str | None]
     cluster: int | None = None  # the chosen cluster (same_cluster=True)
+    chosen_by: str | None = None  # "vectors" or "captions": how that cluster was chosen
     _retriever: Any = field(default=None, repr=False)
     _images: list | None = field(default=None, repr=False)
 
@@ -62,8 +68,11 @@ class NeighborRetriever:
 
     def __init__(self, index_dir: str | os.PathLike, metadata: Any = None, embedder: Embedder | None = None,
                  image_source: Any = None, mmap: bool = True, verify: bool = True,
-                 cluster_column: str | None = None, fetch_factor: int = 4, min_fetch: int = 64) -> None:  # fmt: skip
+                 cluster_column: str | None = None, fetch_factor: int = 4, min_fetch: int = 64,
+                 choose_cluster: str = "auto") -> None:  # fmt: skip
         import pandas as pd
+
+        self.choose_cluster = _check_choice(choose_cluster)
 
         self.index: LoadedIndex = load_index(index_dir, mmap=mmap, verify=verify,
                                              expected_dim=None if embedder is None else int(embedder.dim))  # fmt: skip
@@ -88,6 +97,7 @@ class NeighborRetriever:
             uniq, starts = np.unique(labels[order], return_index=True)
             self._members = dict(zip(uniq.tolist(), np.split(order, starts[1:])))
             self._labels = labels
+        self._bm25 = None  # built on the first caption-chosen search
 
     def _metadata_from_dir(self, directory: Path, verify: bool):
         import pandas as pd
@@ -133,38 +143,61 @@ class NeighborRetriever:
             return self.embedder.embed_images([load_image(q, "query image") for q in items]), not single
         raise InputError("a batch query must be all strings or all images")
 
-    def search(self, query: Any, k: int = 5, same_cluster: bool = True) -> Neighbors | list[Neighbors]:
+    def search(self, query: Any, k: int = 5, same_cluster: bool = True,
+               choose_cluster: str | None = None) -> Neighbors | list[Neighbors]:  # fmt: skip
         """Neighbours of one query (text, PIL image, Path, (D,) embedding), or a list for a batch
-        (list of texts or images, (Q, D) embeddings). -1 results are dropped."""
+        (list of texts or images, (Q, D) embeddings). -1 results are dropped. `choose_cluster`
+        overrides the retriever's setting for this call (see the module docstring)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
+        choice = self.choose_cluster if choose_cluster is None else _check_choice(choose_cluster)
         if same_cluster and self.cluster_column is None:
             raise InputError("metadata has no 'cluster_id' or 'cluster' column; search with same_cluster=False")
         vectors, batch = self.embed_query(query)
+        texts = [query] if isinstance(query, str) else list(query) if _all_text(query) else None
+        if choice == "captions" and same_cluster and texts is None:
+            raise InputError("choose_cluster='captions' needs text queries (this one is an image or an embedding)")
+        chosen = [None] * len(vectors)
+        if same_cluster and texts is not None and choice != "vectors" and self._has_captions():
+            chosen = self._caption_bm25().best(texts)
         n = len(self.index)
         fetch = min(n, max(self.fetch_factor * k, self.min_fetch)) if same_cluster else min(n, int(k))
         scores, rows = self.index.search(vectors, fetch)
         out = []
-        for q, s, r in zip(vectors, scores, rows):
+        for q, s, r, c in zip(vectors, scores, rows, chosen):
             keep = r >= 0
             s, r = s[keep], r[keep]
-            out.append(self._one_cluster(q, s, r, int(k)) if same_cluster else self._neighbors(r[:k], s[:k]))
+            out.append(self._one_cluster(q, s, r, int(k), c) if same_cluster else self._neighbors(r[:k], s[:k]))
         return out if batch else out[0]
 
-    def _one_cluster(self, q: np.ndarray, scores: np.ndarray, rows: np.ndarray, k: int) -> Neighbors:
+    def _has_captions(self) -> bool:
+        return self.metadata is not None and "caption" in self.metadata.columns
+
+    def _caption_bm25(self):
+        from retrieval.lexical import ClusterBM25
+
+        if self._bm25 is None:
+            self._bm25 = ClusterBM25(self.metadata["caption"].fillna("").astype(str).tolist(), self._labels)
+        return self._bm25
+
+    def _one_cluster(self, q: np.ndarray, scores: np.ndarray, rows: np.ndarray, k: int,
+                     chosen: int | None = None) -> Neighbors:  # fmt: skip
+        """The k best members of `chosen`, or of the cluster the dense shortlist favours."""
         higher = 1.0 if self.index.infos.metric == "ip" else -1.0
         labels = self._labels[rows]
-        eligible = labels >= 0
-        if not eligible.any():
-            return self._neighbors(rows[:0], scores[:0])
         sim = higher * scores
-        floor = float(sim.min())  # no unlisted member can score above the shortlist's worst
-        best, best_score = None, -np.inf
-        for c in dict.fromkeys(labels[eligible].tolist()):  # clusters in rank order
-            top = np.sort(sim[labels == c])[::-1][:k]
-            total = float(top.sum() + floor * (k - len(top)))
-            if total > best_score + 1e-7:
-                best, best_score = c, total
+        floor = float(sim.min()) if len(sim) else 0.0  # no unlisted member can score above the shortlist's worst
+        best, how = chosen, "captions"
+        if best is None:
+            eligible = labels >= 0
+            if not eligible.any():
+                return self._neighbors(rows[:0], scores[:0])
+            best_score, how = -np.inf, "vectors"
+            for c in dict.fromkeys(labels[eligible].tolist()):  # clusters in rank order
+                top = np.sort(sim[labels == c])[::-1][:k]
+                total = float(top.sum() + floor * (k - len(top)))
+                if total > best_score + 1e-7:
+                    best, best_score = c, total
         members = self._members[best]
         stored = self.index.reconstruct(members)
         if stored is not None:  # exact re-scoring of every member of the chosen cluster
@@ -173,11 +206,15 @@ class NeighborRetriever:
             else:
                 member_scores = ((stored - q) ** 2).sum(axis=1)
             order = np.lexsort((members, -higher * member_scores))[:k]
-            return self._neighbors(members[order], member_scores[order].astype(np.float32), best)
-        mine = labels == best
-        return self._neighbors(rows[mine][:k], scores[mine][:k], best)
+            return self._neighbors(members[order], member_scores[order].astype(np.float32), best, how)
+        mine = labels == best  # shortlisted members first; the rest score the shortlist's worst (a bound)
+        rest = np.setdiff1d(members, rows[mine])[: max(0, k - int(mine.sum()))]
+        picked = np.concatenate([rows[mine][:k], rest])
+        return self._neighbors(picked, np.concatenate([scores[mine][:k], np.full(len(rest), higher * floor)]),
+                               best, how)  # fmt: skip
 
-    def _neighbors(self, rows: np.ndarray, scores: np.ndarray, cluster: int | None = None) -> Neighbors:
+    def _neighbors(self, rows: np.ndarray, scores: np.ndarray, cluster: int | None = None,
+                   chosen_by: str | None = None) -> Neighbors:  # fmt: skip
         rows = np.asarray(rows, np.int64)
         meta = self.metadata
         if meta is None:
@@ -189,7 +226,8 @@ class NeighborRetriever:
             urls = part["url"].fillna("").astype(str).tolist() if "url" in part else [""] * len(rows)
             paths = [p if isinstance(p, str) else None for p in part["path"]] if "path" in part else [None] * len(rows)
         clusters = self._labels[rows] if self.cluster_column is not None else np.full(len(rows), -1, np.int64)
-        return Neighbors(rows, np.asarray(scores, np.float32), ids, caps, clusters, urls, paths, cluster, self)
+        return Neighbors(rows, np.asarray(scores, np.float32), ids, caps, clusters, urls, paths, cluster, chosen_by,
+                         self)  # fmt: skip
 
     def image(self, row: int):
         """The RGB image of one index row (image source by `source_row`, else the metadata path)."""
@@ -200,3 +238,16 @@ class NeighborRetriever:
         if meta is not None and "path" in meta and isinstance(meta["path"].iloc[row], str):
             return load_image(meta["path"].iloc[row], f"row {row}")
         raise InputError(f"row {row} has no image: pass image_source=... or index metadata with a 'path' column")
+
+
+CLUSTER_CHOICES = ("auto", "captions", "vectors")
+
+
+def _check_choice(choice: str) -> str:
+    if choice not in CLUSTER_CHOICES:
+        raise InputError(f"choose_cluster must be one of {', '.join(CLUSTER_CHOICES)}, got {choice!r}")
+    return choice
+
+
+def _all_text(query: Any) -> bool:
+    return isinstance(query, (list, tuple)) and bool(query) and all(isinstance(q, str) for q in query)

@@ -96,7 +96,7 @@ def test_generate_from_a_catalog_records_the_neighbours_used(tmp_path, model_dir
     meta = json.loads((out / "generation.json").read_text())
     assert meta["images"] == ["000.png", "001.png"] and meta["references"] is None
     (used,) = meta["neighbors"]
-    assert len(used["ids"]) == 3 and used["cluster"] in range(4)
+    assert len(used["ids"]) == 3 and used["cluster"] in range(4) and used["chosen_by"] in ("captions", "vectors")
     assert {u.split("/")[-1] for u in used["urls"]} == {f"page-{used['cluster']}"}  # one subject's page
     assert f"demos from cluster {used['cluster']}" in capsys.readouterr().out
 
@@ -123,6 +123,7 @@ def test_pipeline_retriever_argument_uses_the_catalog_images(model_dir, catalog_
     (["--refs", "missing.png"], "does not exist"),
     ([], "exactly one"),
     (["--refs", "REF", "--index", "somewhere"], "exactly one"),
+    (["--refs", "REF", "--choose-cluster", "words"], "--choose-cluster must be one of"),
     (["--refs", "REF", "--caption", "only one"], "1 captions for 3 reference images"),
     (["--refs", "REF", "--num-images", "0"], "--num-images"),
     (["--refs", "REF", "--model", "no-such-model"], "neither a directory"),

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from retrieval.search import CLUSTER_CHOICES
 from suti.errors import InputError
 from tools import quiet_library_bars
 
@@ -74,6 +75,8 @@ def generate(
     captions_file: Path = typer.Option(None, "--captions-file", help="One caption per line, per reference."),
     index: Path = typer.Option(None, "--index", help="Re-Imagen mode: a `suti index build` dir instead of --refs."),
     k: int = typer.Option(4, "--k", help="Re-Imagen mode: demos taken from the best cluster."),
+    choose_cluster: str = typer.Option("auto", "--choose-cluster", help="Re-Imagen mode: pick the cluster by "
+                                       "captions (BM25), vectors (dense shortlist) or auto (captions if any)."),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images to render."),
     steps: int = typer.Option(50, "--steps", help="Denoising steps."),
     guidance: float = typer.Option(3.0, "--guidance", help="Text guidance scale."),
@@ -96,6 +99,8 @@ def generate(
         raise InputError("give reference photos with --refs, or a catalog with --index (exactly one)")
     if not prompt.strip():
         raise InputError("--prompt is empty")
+    if choose_cluster not in CLUSTER_CHOICES:
+        raise InputError(f"--choose-cluster must be one of {', '.join(CLUSTER_CHOICES)}, got {choose_cluster!r}")
     if num_images < 1 or num_images > 16:
         raise InputError(f"--num-images must be in [1, 16], got {num_images}")
     images = _load_refs(refs) if refs else None
@@ -111,7 +116,7 @@ def generate(
     if index is not None:
         from retrieval import open_retriever
 
-        retriever = open_retriever(index)
+        retriever = open_retriever(index, choose_cluster=choose_cluster)
     t_load = time.perf_counter() - t0
     generator = torch.Generator().manual_seed(seed)
     t1 = time.perf_counter()
@@ -136,7 +141,7 @@ def generate(
     typer.echo(f"wrote {len(files)} image(s) to {out} in {t_gen:.1f} s")
     if result.neighbors:
         used = result.neighbors[0]
-        typer.echo(f"demos from cluster {used.cluster}: {', '.join(used.ids)}")
+        typer.echo(f"demos from cluster {used.cluster} (chosen by {used.chosen_by}): {', '.join(used.ids)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,6 +83,8 @@ def query(
     image: Path = typer.Option(None, "--image", help="Image query (file)."),
     k: int = typer.Option(5, "-k", "--k", help="Number of neighbours."),
     same_cluster: bool = typer.Option(True, "--same-cluster/--any-cluster", help="Return members of the best cluster."),
+    choose_cluster: str = typer.Option("auto", "--choose-cluster", help="How --same-cluster picks the cluster: "
+                                       "captions (BM25, text queries), vectors (dense shortlist) or auto."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per neighbour."),
     model_name: str = typer.Option(None, "--model-name", help="Override the model recorded in the index."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Override the checkpoint recorded in the index."),
@@ -104,9 +106,11 @@ def query(
         spec = read_embedder_spec(index)
     else:
         spec = ClipSpec(model_name, _abs(checkpoint), _abs(model_config))
-    retriever = NeighborRetriever(index, embedder=load_embedder(spec))
+    retriever = NeighborRetriever(index, embedder=load_embedder(spec), choose_cluster=choose_cluster)
     same = same_cluster and retriever.cluster_column is not None
     hits = retriever.search(text if text is not None else image, k=k, same_cluster=same)
+    if hits.chosen_by is not None and not as_json:
+        typer.echo(f"cluster {hits.cluster} (chosen by {hits.chosen_by})")
     for rank in range(len(hits)):
         row = {"rank": rank + 1, "score": round(float(hits.scores[rank]), 5), "id": hits.ids[rank],
                "cluster": int(hits.clusters[rank]), "caption": hits.captions[rank], "url": hits.urls[rank]}  # fmt: skip

@@ -26,6 +26,7 @@ class UsedNeighbors:
     scores: list[float]
     captions: list[str]
     urls: list[str]
+    chosen_by: str | None = None  # how the retriever chose the cluster ("captions", "vectors")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,5 +48,6 @@ def retrieve_demos(retriever: Any, prompts: list[str], k: int) -> tuple[list[lis
         sets.append(list(nb.images))
         caps.append(list(nb.captions))
         used.append(UsedNeighbors(prompt, None if nb.cluster is None else int(nb.cluster), list(nb.ids),
-                                  [float(s) for s in nb.scores], list(nb.captions), list(nb.urls)))
+                                  [float(s) for s in nb.scores], list(nb.captions), list(nb.urls),
+                                  getattr(nb, "chosen_by", None)))  # fmt: skip
     return sets, caps, used

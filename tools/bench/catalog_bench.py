@@ -9,9 +9,11 @@
    embedded with the trained world CLIP and indexed by `retrieval.build_from_rows` (the planner's
    FAISS index). Each query is a world caption of one subject in a context none of its catalog
    images shows (one skill per query). Reported: recall@1 / recall@5 of the subject's cluster over
-   the top entries (`same_cluster=False`), and the cluster the default mode picks
-   (`same_cluster=True`, k = --retrieval-k) = top-1 cluster accuracy; also how often the top entry
-   merely has the same coarse traits (what a caption can say), per split and per skill.
+   the top entries (`same_cluster=False`), and the cluster `same_cluster=True` (k = --retrieval-k)
+   picks = top-1 cluster accuracy, chosen by caption BM25 (`cluster_top1`, the default for text) and
+   by the dense shortlist (`cluster_top1_vectors`); also how often the top entry merely has the same
+   coarse traits (what a caption can say), per split and per skill, and `cluster_top1_bound`: the
+   best any text-only choice can do when subjects with identical coarse traits are told apart by luck.
 2. Re-Imagen. For the first --gen-subjects subjects, one query each through
    `pipe(prompt, retriever=..., retrieval_k=K)` (DDIM, --steps), graded by `Graders.score` for the
    subject the query is about (demos for dino / clip_i = that subject's catalog images). Reference
@@ -88,18 +90,22 @@ def retrieval_metrics(retriever, queries: list[dict], coarse_of: dict, split_of:
     prompts = [q["prompt"] for q in queries]
     t = time.perf_counter()
     entries = retriever.search(prompts, k=5, same_cluster=False)
-    picked = retriever.search(prompts, k=k, same_cluster=True)
+    picked = retriever.search(prompts, k=k, same_cluster=True, choose_cluster="captions")
+    by_vectors = retriever.search(prompts, k=k, same_cluster=True, choose_cluster="vectors")
     seconds = time.perf_counter() - t
     top = [int(nb.clusters[0]) if len(nb) else -1 for nb in entries]  # cluster of the best entry
     hit1 = np.array([c == q["subject_id"] for c, q in zip(top, queries)])
     hit5 = np.array([q["subject_id"] in set(nb.clusters[:5].tolist()) for nb, q in zip(entries, queries)])
     cluster = np.array([nb.cluster == q["subject_id"] for nb, q in zip(picked, queries)])
+    cluster_vec = np.array([nb.cluster == q["subject_id"] for nb, q in zip(by_vectors, queries)])
+    fell_back = sum(nb.chosen_by != "captions" for nb in picked)
     coarse1 = np.array([coarse_of.get(c) == q["coarse"] for c, q in zip(top, queries)])
     twins = np.array([sum(c == q["coarse"] for c in coarse_of.values()) > 1 for q in queries])
 
     def summary(mask: np.ndarray) -> dict:
         return {"queries": int(mask.sum()), "recall@1": float(hit1[mask].mean()),
-                "recall@5": float(hit5[mask].mean()), "cluster_top1": float(cluster[mask].mean())}  # fmt: skip
+                "recall@5": float(hit5[mask].mean()), "cluster_top1": float(cluster[mask].mean()),
+                "cluster_top1_vectors": float(cluster_vec[mask].mean())}  # fmt: skip
 
     every = np.ones(len(queries), bool)
     by_split = {s: summary(np.array([split_of[q["subject_id"]] == s for q in queries]))
@@ -108,7 +114,10 @@ def retrieval_metrics(retriever, queries: list[dict], coarse_of: dict, split_of:
                 for s in dict.fromkeys(q["skill"] for q in queries)}  # fmt: skip
     no_twin = float(hit1[~twins].mean()) if (~twins).any() else None
     return {**summary(every), "coarse_match@1": float(coarse1.mean()), "queries_with_coarse_twin": int(twins.sum()),
-            "recall@1_without_twin": no_twin, "chance@1": 1.0 / len(coarse_of), "retrieval_k": k,
+            "recall@1_without_twin": no_twin, "chance@1": 1.0 / len(coarse_of),
+            "cluster_top1_bound": float(np.mean([1.0 / sum(c == q["coarse"] for c in coarse_of.values())
+                                                 for q in queries])),
+            "captions_fell_back_to_vectors": int(fell_back), "retrieval_k": k,
             "search_seconds": round(seconds, 3), "by_split": by_split, "by_skill": by_skill}  # fmt: skip
 
 
