@@ -56,6 +56,9 @@ def test_per_sample_weight_and_masks(base):
     # weight 0 for sample 0 only: sample 0 is exactly the base, sample 1 is not
     out = base.unet(x, t, encoder_hidden_states=(text, demo.with_weight(torch.tensor([0.0, 1.0])))).sample
     assert torch.equal(out[0], ref[0]) and (out[1] - ref[1]).abs().max() > 1e-3
+    # rows without demos are skipped, not computed: sample 1 is the same with or without a demo neighbour
+    both = base.unet(x, t, encoder_hidden_states=(text, demo.with_weight(torch.tensor([1.0, 1.0])))).sample
+    assert torch.allclose(both[1], out[1], atol=1e-5) and (both[0] - ref[0]).abs().max() > 1e-3
     # a sample whose demo tokens are all padding gets the base output (and stays finite)
     mask = torch.ones(2, demo.tokens.shape[1], dtype=torch.bool)
     mask[0] = False

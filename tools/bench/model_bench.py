@@ -1,6 +1,7 @@
 """Model benchmark: the cost of subject conditioning (P2) and of caching the demo tokens (P3).
 
-    python -m tools.bench.model_bench --out bench/model.json [--preset world] [--steps 20] [--repeats 5]
+    python -m tools.bench.model_bench --out bench/model.json [--preset world | --model models/world]
+        [--steps 20] [--repeats 5]
 
 Every configuration samples the same prompt from the same noise with the same UNet, scheduler, step
 count and batch; configurations are interleaved within each repeat so that machine noise hits them
@@ -52,7 +53,9 @@ def _configs(demos: list, captions: list[str], s_text: float) -> dict[str, dict]
     }
 
 
-def run(preset: str, steps: int, repeats: int, batch: int, n_demos: int, threads: int | None) -> dict:
+def run(preset: str, steps: int, repeats: int, batch: int, n_demos: int, threads: int | None,
+        model: str | None = None) -> dict:  # fmt: skip
+    """Time every configuration on a preset (random weights, gates set to 0.5) or a saved `model` dir."""
     import numpy as np
     import torch
 
@@ -61,9 +64,14 @@ def run(preset: str, steps: int, repeats: int, batch: int, n_demos: int, threads
 
     if threads:
         torch.set_num_threads(threads)
-    pipe = SuTIPipeline.from_config(preset)
+    if model is not None:
+        from suti.pipeline.registry import load_pipeline
+
+        pipe = load_pipeline(model)  # its own layout (levels, blocks, places) and trained gates
+    else:
+        pipe = SuTIPipeline.from_config(preset)
+        pipe.subject.set_gates(0.5)  # a trained-looking gate; timing does not depend on its value
     pipe.set_progress_bar_config(disable=True)
-    pipe.subject.set_gates(0.5)  # a trained-looking gate; timing does not depend on its value
     demos = _demos(n_demos, pipe.image_size)
     rng = np.random.default_rng(0)
     captions = [caption(make_subject(3, seed=0), Context(scene="beach"), rng) for _ in demos]
@@ -105,7 +113,7 @@ def run(preset: str, steps: int, repeats: int, batch: int, n_demos: int, threads
     targets = {"P2_subject_2pass_over_text_2pass": ("<=", 1.15), "P2_dual_3pass_over_text_2pass": ("<=", 1.6),
                "P3_reencoded_over_cached": (">=", 1.7), "P3_reencoded_over_cached_2pass": (">=", 1.7)}
     return {
-        "preset": preset, "image_size": pipe.image_size, "steps": steps, "batch": batch, "demos": n_demos,
+        "preset": None if model else preset, "model": model, "image_size": pipe.image_size, "steps": steps, "batch": batch, "demos": n_demos,
         "repeats": repeats, "torch_threads": torch.get_num_threads(),
         "unet_params_m": round(sum(p.numel() for p in pipe.unet.parameters()) / 1e6, 2),
         "seconds": {name: [round(x, 4) for x in v] for name, v in times.items()},
@@ -124,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.bench.model_bench", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="JSON file to write")
     ap.add_argument("--preset", default="world", help="model preset (random weights: timing only)")
+    ap.add_argument("--model", default=None, help="a saved pipeline dir instead (e.g. models/world, the bundled one)")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per configuration (median taken)")
     ap.add_argument("--batch", type=int, default=4, help="images per request")
@@ -133,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.repeats < 5 or args.steps < 1 or args.batch < 1 or not 1 <= args.demos <= 8:
         ap.error("need --repeats >= 5, --steps >= 1, --batch >= 1 and 1 <= --demos <= 8")
-    result = run(args.preset, args.steps, args.repeats, args.batch, args.demos, args.threads)
+    if args.model is not None and not (Path(args.model) / "model_index.json").is_file():
+        ap.error(f"--model {args.model} is not a saved SuTIPipeline directory (no model_index.json)")
+    result = run(args.preset, args.steps, args.repeats, args.batch, args.demos, args.threads, args.model)
     result["machine"] = {"python": platform.python_version(), "torch": metadata.version("torch"),
                          "cpu_count": os.cpu_count(), "platform": platform.platform()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
