@@ -60,7 +60,8 @@ class ClusterBM25:
         self._start = np.searchsorted(self._term, np.arange(len(vocab) + 1))  # (V+1,) postings of term t
         df = np.diff(self._start).astype(np.float64)  # (V,) clusters containing each term
         self.idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
-        self._avg_len = float(self.doc_len.mean()) if n_docs else 0.0
+        avg_len = float(self.doc_len.mean()) if n_docs else 0.0
+        self._norm = self.k1 * (1 - self.b + self.b * self.doc_len / max(avg_len, 1e-9))  # (C,) length term
 
     def __len__(self) -> int:
         return len(self.clusters)
@@ -68,7 +69,7 @@ class ClusterBM25:
     def scores(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         """(clusters, BM25 scores), best first, for the clusters sharing at least one word with `text`."""
         total = np.zeros(len(self.clusters))  # (C,)
-        norm = self.k1 * (1 - self.b + self.b * self.doc_len / max(self._avg_len, 1e-9))  # (C,)
+        norm = self._norm
         for t in {self.vocab[w] for w in tokenize(text) if w in self.vocab}:
             lo, hi = self._start[t], self._start[t + 1]
             docs, tf = self._doc[lo:hi], self._tf[lo:hi]

@@ -235,7 +235,8 @@ class SubjectAttnProcessor(nn.Module):
         y = y.transpose(1, 2).reshape(R, L, inner).to(v.dtype)  # (R, L, inner)
         y = attn.to_out[1](F.linear(y, attn.to_out[0].weight))  # shared output map; its bias stays in `out`
         y = y * (torch.tanh(self.gate) * weight[rows].to(y.dtype)).view(R, 1, 1)  # (R, L, C_out)
-        y = y.new_zeros((B, *y.shape[1:])).index_copy(0, rows, y)  # (B, L, C_out), 0 on rows without demos
+        if R < B:
+            y = y.new_zeros((B, *y.shape[1:])).index_copy(0, rows, y)  # (B, L, C_out), 0 on rows without demos
         if spatial:
             y = y.transpose(-1, -2).reshape(b, c, h, w)
         return y / attn.rescale_output_factor

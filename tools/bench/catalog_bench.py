@@ -100,7 +100,8 @@ def retrieval_metrics(retriever, queries: list[dict], coarse_of: dict, split_of:
     cluster_vec = np.array([nb.cluster == q["subject_id"] for nb, q in zip(by_vectors, queries)])
     fell_back = sum(nb.chosen_by != "captions" for nb in picked)
     coarse1 = np.array([coarse_of.get(c) == q["coarse"] for c, q in zip(top, queries)])
-    twins = np.array([sum(c == q["coarse"] for c in coarse_of.values()) > 1 for q in queries])
+    alike = np.array([sum(c == q["coarse"] for c in coarse_of.values()) for q in queries])  # subjects per caption
+    twins = alike > 1
 
     def summary(mask: np.ndarray) -> dict:
         return {"queries": int(mask.sum()), "recall@1": float(hit1[mask].mean()),
@@ -115,8 +116,7 @@ def retrieval_metrics(retriever, queries: list[dict], coarse_of: dict, split_of:
     no_twin = float(hit1[~twins].mean()) if (~twins).any() else None
     return {**summary(every), "coarse_match@1": float(coarse1.mean()), "queries_with_coarse_twin": int(twins.sum()),
             "recall@1_without_twin": no_twin, "chance@1": 1.0 / len(coarse_of),
-            "cluster_top1_bound": float(np.mean([1.0 / sum(c == q["coarse"] for c in coarse_of.values())
-                                                 for q in queries])),
+            "cluster_top1_bound": float(np.mean(1.0 / alike)),
             "captions_fell_back_to_vectors": int(fell_back), "retrieval_k": k,
             "search_seconds": round(seconds, 3), "by_split": by_split, "by_skill": by_skill}  # fmt: skip
 
