@@ -63,7 +63,7 @@ def test_locality_bias_equals_the_explicit_formula():
     q, k, v = (torch.randn(B, H, n, d, generator=g) for n in (L, M, M))
     pos = torch.cat([torch.rand(B, M - 3, 2, generator=g), torch.ones(B, M - 3, 1)], dim=-1)
     pos = torch.cat([pos, torch.zeros(B, 3, 3)], dim=1)  # the last 3 keys have no place
-    q2, k2 = proc.with_locality(q, k, pos)
+    q2, k2 = proc.query_with_locality(q), proc.key_with_locality(k, pos)
     got = F.scaled_dot_product_attention(q2, k2, v, scale=1.0)
     pq = grid_places(4, 4)[:, :2]
     dist2 = ((pq[None, :, None, :] - pos[:, None, :, :2]) ** 2).sum(-1)  # (B, L, M)
@@ -71,7 +71,7 @@ def test_locality_bias_equals_the_explicit_formula():
     want = torch.softmax(q @ k.transpose(-1, -2) / d ** 0.5 + bias, dim=-1) @ v
     assert torch.allclose(got, want, atol=1e-5)
     with pytest.raises(InputError, match="square"):
-        proc.with_locality(q[:, :, :15], k, pos)
+        proc.query_with_locality(q[:, :, :15])
 
 
 @torch.no_grad()
@@ -107,7 +107,7 @@ def test_strong_locality_reads_the_demo_at_the_same_spot():
     keys = grid_places(side, side)  # one demo token per cell, value = its own index
     v = torch.arange(side * side, dtype=torch.float32).view(1, 1, -1, 1).expand(1, H, -1, 1)
     k = torch.randn(1, H, side * side, d)
-    q2, k2 = proc.with_locality(q, k, keys[None])
+    q2, k2 = proc.query_with_locality(q), proc.key_with_locality(k, keys[None])
     y = F.scaled_dot_product_attention(q2, k2, v.contiguous(), scale=1.0)
     assert torch.allclose(y[0, :, :, 0], torch.arange(side * side, dtype=torch.float32).expand(H, -1), atol=1e-3)
 

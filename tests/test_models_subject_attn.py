@@ -47,6 +47,33 @@ def test_zero_gate_is_exactly_the_base_unet(base):
 
 
 @torch.no_grad()
+def test_demo_key_value_cache_is_exact_and_computes_demo_keys_once(base):
+    cfg = tiny_config()
+    x, t, text, demo = _inputs(cfg)
+    layers = install_subject_layers(base.unet, cfg.subject)
+    layers.set_gates(0.5)
+    ref = base.unet(x, t, encoder_hidden_states=(text, demo)).sample
+    calls = []
+    hooks = [layers.processor(p).to_k_demo.register_forward_hook(lambda *a: calls.append(1)) for p in layers.paths]
+    cache: dict = {}
+    steps = [base.unet(x, t_i, encoder_hidden_states=(text, demo.cached(cache))).sample
+             for t_i in (t, torch.tensor([300, 20]), t)]
+    for h in hooks:
+        h.remove()
+    assert torch.equal(steps[0], ref) and torch.equal(steps[2], ref)  # reused keys/values give the same output
+    assert len(calls) == len(layers.paths) == len(cache)  # demo keys computed at the first call only
+    # a different rows pattern (sample 0 switched off) is its own entry, not a stale reuse
+    off = base.unet(x, t, encoder_hidden_states=(text, demo.with_weight(torch.tensor([0.0, 1.0])).cached(cache))).sample
+    assert len(cache) == 2 * len(layers.paths)
+    assert torch.equal(off[1], ref[1]) and not torch.equal(off[0], ref[0])
+    with torch.enable_grad():  # training never reads a cache: keys must carry gradients to the demo tokens
+        leaf = demo.tokens.clone().requires_grad_(True)
+        out = base.unet(x, t, encoder_hidden_states=(text, DemoContext(leaf).cached(cache))).sample
+        out.sum().backward()
+    assert leaf.grad is not None and leaf.grad.abs().sum() > 0
+
+
+@torch.no_grad()
 def test_per_sample_weight_and_masks(base):
     cfg = tiny_config()
     x, t, text, demo = _inputs(cfg)

@@ -24,7 +24,7 @@ demo encoder runs the same down blocks on the demos with their captions (no recu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import torch
@@ -52,6 +52,9 @@ class DemoContext:
     mask: torch.Tensor | None = None  # (B, M) bool, True = a real token, False = padding
     weight: torch.Tensor | None = None  # (B,) per-sample demo weight: 0 turns demos off (dropout / guidance)
     positions: torch.Tensor | None = None  # (B, M, 3) (x, y, 1) of image tokens, zeros for tokens without a place
+    # Demo keys/values of each subject layer, kept across the denoising steps of ONE sampling call whose
+    # demo tokens stay fixed (the pipeline makes it; see `SubjectAttnProcessor.demo_keys`). None: no caching.
+    kv_cache: dict | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.tokens.ndim != 3:
@@ -63,6 +66,13 @@ class DemoContext:
             raise InputError(f"demo weight must be (B,)=({b},), got {tuple(self.weight.shape)}")
         if self.positions is not None and tuple(self.positions.shape) != (b, m, 3):
             raise InputError(f"demo positions must be (B, M, 3)=({b}, {m}, 3), got {tuple(self.positions.shape)}")
+
+    def cached(self, cache: dict) -> "DemoContext":
+        """The same context, whose subject layers keep their demo keys/values in `cache` (and reuse them).
+
+        Only for a sampling loop under `torch.no_grad()` where every step passes the same demo tokens
+        with the same per-row weights pattern; a new call needs a new dict."""
+        return replace(self, kv_cache=cache)
 
     @property
     def batch_size(self) -> int:
@@ -207,29 +217,20 @@ class SubjectAttnProcessor(nn.Module):
             return torch.zeros_like(hidden_states)
         x, mask, R = x[rows], mask[rows], rows.numel()  # (R, L, C), (R, M)
 
-        ctx = demo.tokens[rows].to(x.dtype)  # (R, M, D)
-        if attn.norm_cross:
-            ctx = attn.norm_encoder_hidden_states(ctx)
         q = attn.to_q(x)  # (R, L, inner)
-        k = self.to_k_demo(ctx)  # (R, M, inner)
-        v = self.to_v_demo(ctx)  # (R, M, inner)
-        inner = k.shape[-1]
+        inner = q.shape[-1]
         hd = inner // attn.heads
         q = q.view(R, -1, attn.heads, hd).transpose(1, 2)  # (R, H, L, hd)
-        k = k.view(R, -1, attn.heads, hd).transpose(1, 2)  # (R, H, M, hd)
-        v = v.view(R, -1, attn.heads, hd).transpose(1, 2)  # (R, H, M, hd)
         if attn.norm_q is not None:
             q = attn.norm_q(q)
-        if attn.norm_k is not None:
-            k = attn.norm_k(k)
+        k, v = self.demo_keys(attn, demo, rows, x.dtype)  # (R, H, M, hd[+4]) each
 
         # no padding (the usual case: every demo set of the same size) -> no mask, so SDPA can take its
         # fused CPU kernel instead of the masked math path (softmax + bmm, ~2x slower here)
         keep = None if bool(mask.all()) else mask[:, None, None, :]  # (R, 1, 1, M)
-        if self.locality is not None:
-            q, k = self.with_locality(q, k, demo.full_positions()[rows].to(q.dtype))
-            v4 = F.pad(v, (0, 4))  # (R, H, M, hd + 4): equal head dims let SDPA use its fused kernel
-            y = F.scaled_dot_product_attention(q, k, v4, attn_mask=keep, scale=1.0)[..., :hd]  # (R, H, L, hd)
+        if self.locality is not None:  # k, v already carry the 4 place dims (v as zero padding)
+            q = self.query_with_locality(q)  # (R, H, L, hd + 4)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=1.0)[..., :hd]  # (R, H, L, hd)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # (R, H, L, hd)
         y = y.transpose(1, 2).reshape(R, L, inner).to(v.dtype)  # (R, L, inner)
@@ -241,11 +242,40 @@ class SubjectAttnProcessor(nn.Module):
             y = y.transpose(-1, -2).reshape(b, c, h, w)
         return y / attn.rescale_output_factor
 
-    def with_locality(self, q: torch.Tensor, k: torch.Tensor,
-                      pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """q (B, H, L, d), k (B, H, M, d), key places pos (B, M, 3) -> q', k' (d + 4 dims) whose plain dot
-        product is q·k/sqrt(d) − α_h |p_q − p_k|² + α_h |p_q|², and q·k/sqrt(d) + α_h |p_q|² for keys without
-        a place: the per-query constant α_h |p_q|² cancels in the softmax."""
+    def demo_keys(self, attn, demo: DemoContext, rows: torch.Tensor,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (R, H, M, hd), or (R, H, M, hd + 4) with places, of the demo tokens of `rows`.
+
+        With a `demo.kv_cache` and no autograd they are computed at the first step and reused after:
+        the demo tokens of a sampling call are fixed, so only the queries change from step to step."""
+        cache = demo.kv_cache if demo.kv_cache is not None and not torch.is_grad_enabled() else None
+        key = (id(self), tuple(rows.tolist())) if cache is not None else None
+        if key is not None and key in cache:
+            return cache[key]
+        ctx = demo.tokens[rows].to(dtype)  # (R, M, D)
+        if attn.norm_cross:
+            ctx = attn.norm_encoder_hidden_states(ctx)
+        R, M = ctx.shape[:2]
+        k = self.to_k_demo(ctx)  # (R, M, inner)
+        v = self.to_v_demo(ctx)  # (R, M, inner)
+        hd = k.shape[-1] // attn.heads
+        k = k.view(R, M, attn.heads, hd).transpose(1, 2)  # (R, H, M, hd)
+        v = v.view(R, M, attn.heads, hd).transpose(1, 2)  # (R, H, M, hd)
+        if attn.norm_k is not None:
+            k = attn.norm_k(k)
+        if self.locality is not None:
+            k = self.key_with_locality(k, demo.full_positions()[rows].to(k.dtype))  # (R, H, M, hd + 4)
+            v = F.pad(v, (0, 4))  # (R, H, M, hd + 4): equal head dims let SDPA use its fused kernel
+        if key is not None:
+            cache[key] = (k, v)
+        return k, v
+
+    # Locality bias as 4 extra dims per head: q' = [q/sqrt(d), α(2x, 2y, −1, |p_q|²)], k' = [k, (x, y, |p_k|², 0)]
+    # for a key with a place and k' = [k, (0, 0, 0, 1)] without; then q'·k' = q·k/sqrt(d) − α|p_q − p_k|² + α|p_q|²
+    # (with a place) or q·k/sqrt(d) + α|p_q|² (without), and the per-query constant α|p_q|² cancels in the softmax.
+
+    def query_with_locality(self, q: torch.Tensor) -> torch.Tensor:
+        """q (B, H, L, d) of a square L = side² map -> q' (B, H, L, d + 4)."""
         B, H, L, d = q.shape
         side = math.isqrt(L)
         if side * side != L:
@@ -255,9 +285,13 @@ class SubjectAttnProcessor(nn.Module):
         sq = (pq * pq).sum(-1)  # (L,)
         q_extra = torch.cat([2 * pq, -torch.ones_like(sq)[:, None], sq[:, None]], dim=-1)  # (L, 4)
         q_extra = q_extra.view(1, 1, L, 4) * alpha  # (1, H, L, 4)
+        return torch.cat([q * d ** -0.5, q_extra.expand(B, H, L, 4)], dim=-1)  # (B, H, L, d+4)
+
+    @staticmethod
+    def key_with_locality(k: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """k (B, H, M, d), key places pos (B, M, 3) -> k' (B, H, M, d + 4)."""
+        B, H, M, _ = k.shape
         placed = pos[..., 2:3]  # (B, M, 1) 1 = an image token with a place
         pk = pos[..., :2] * placed  # (B, M, 2)
         k_extra = torch.cat([pk, (pk * pk).sum(-1, keepdim=True), 1 - placed], dim=-1)  # (B, M, 4)
-        q2 = torch.cat([q * d ** -0.5, q_extra.expand(B, H, L, 4)], dim=-1)  # (B, H, L, d+4)
-        k2 = torch.cat([k, k_extra[:, None].expand(B, H, k.shape[2], 4)], dim=-1)  # (B, H, M, d+4)
-        return q2, k2
+        return torch.cat([k, k_extra[:, None].expand(B, H, M, 4)], dim=-1)  # (B, H, M, d+4)

@@ -292,7 +292,8 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
         latents = latents * self.scheduler.init_noise_sigma  # (B, C, s, s)
         step_kwargs = self._step_kwargs(generator, eta)
 
-        # 6. denoise
+        # 6. denoise (the subject layers keep the demo keys/values of fixed demo tokens across steps)
+        kv_cache: dict = {}
         for i, t in enumerate(self.progress_bar(timesteps)):
             passes = plan_passes(guidance_mode, i, guidance_scale, subject_guidance_scale, ctx is not None or per_step)
             x_in = self.scheduler.scale_model_input(torch.cat([latents] * len(passes)), t)  # (P*B, C, s, s)
@@ -303,6 +304,8 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
                     t_demo = t if demo_timestep == "current" else demo_timestep
                     ctx = self.encode_demos(demos, t_demo).repeat_interleave(n_img)  # (B, M, D)
                 demo_in = DemoContext.cat([ctx.with_weight(1.0 if p.demo else 0.0) for p in passes])  # (P*B, M, D)
+                if not per_step:
+                    demo_in = demo_in.cached(kv_cache)
                 states = (text_in, demo_in)
             labels = None if cond_pool is None else torch.cat([cond_pool if p.text else uncond_pool for p in passes])
             pred = self.unet(x_in, t, encoder_hidden_states=states, class_labels=labels).sample  # (P*B, C, s, s)
