@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from tools.bench import emit_json
+from tools.bench import emit_or_fail
 
 METRICS = ("overall", "subject", "text", "realism", "traits", "dino", "clip_i", "clip_t")
 
@@ -87,14 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--metric", default="overall", help=f"score whose peak is picked ({', '.join(METRICS)}).")
     p.add_argument("--out", type=Path, help="JSON file to write (default: print only).")
     args = p.parse_args(argv)
-    from suti.errors import SutiError
-
-    try:
-        result = sweep(args.eval_dirs, args.metric)
-    except SutiError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return emit_json(result, args.out)
+    return emit_or_fail(lambda: sweep(args.eval_dirs, args.metric), args.out)
 
 
 if __name__ == "__main__":

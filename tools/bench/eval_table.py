@@ -13,10 +13,9 @@ rows would not be comparable and the command says so.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from tools.bench import emit_json
+from tools.bench import emit_or_fail
 from tools.bench.dreambooth_sweep import METRICS, _results
 
 SETTINGS = ("sampler", "steps", "guidance_scale", "subject_guidance_scale")
@@ -52,15 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--system", required=True, help="system name as in results.json (e.g. suti)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    from suti.errors import InputError
-
-    try:
-        result = table(args.eval_dirs, args.system)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    emit_json(result, args.out)
-    return 0
+    return emit_or_fail(lambda: table(args.eval_dirs, args.system), args.out)
 
 
 if __name__ == "__main__":
