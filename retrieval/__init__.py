@@ -8,7 +8,7 @@ Arrays in, arrays out; only `embed` touches a model. Importing this package load
             noise_removal_metrics(...); retrieval.spark.mine_frame(spark_df) at web scale
     index   build_index(vectors, dir, memory_budget_bytes=...) -> IndexInfos; load_index(dir)
     search  NeighborRetriever(dir, embedder=...).search(query, k, same_cluster=True) -> Neighbors
-            (a text query's cluster is chosen by ClusterBM25 over the captions; lexical.py)
+            (a text query's cluster is chosen by caption coverage over whole clusters; lexical.py)
 """
 
 from retrieval.embed import ClipEmbedder, ClipSpec, EmbedStats, embed_rows, load_embedder
@@ -16,7 +16,7 @@ from retrieval.errors import IndexCorruptError, IndexLoadError, IndexMismatchErr
 from retrieval.index import LoadedIndex, build_index, load_index
 from retrieval.index_infos import IndexInfos, read_infos
 from retrieval.index_plan import IndexPlan, plan_index
-from retrieval.lexical import ClusterBM25
+from retrieval.lexical import ClusterCaptions
 from retrieval.mine import MineConfig, MineResult, mine, noise_removal_metrics
 from retrieval.reader import read_captions_folder, read_dataset_dir
 from retrieval.runner import BuildReport, build_from_rows, open_retriever
@@ -28,7 +28,7 @@ __all__ = [
     "BuildReport",
     "ClipEmbedder",
     "ClipSpec",
-    "ClusterBM25",
+    "ClusterCaptions",
     "EmbedStats",
     "Embeddings",
     "IndexCorruptError",

@@ -5,8 +5,9 @@ returned (re-scored exactly against the query when the index stores full vectors
 show one subject. How the cluster is chosen (`choose_cluster`):
 - "vectors": from a shortlist of `max(fetch_factor * k, min_fetch)` dense neighbours, the cluster
   whose k best shortlisted members score highest in total;
-- "captions": text queries only, BM25 over clusters with each cluster's captions as one document
-  (`retrieval.lexical`); a query sharing no word with any caption falls back to "vectors";
+- "captions": text queries only, the cluster whose members' captions most consistently say the query's
+  words (`caption_scoring="coverage"`, the default; or "bm25", each cluster's captions as one document:
+  `retrieval.lexical`); a query sharing no word with any caption falls back to "vectors";
 - "auto" (default): "captions" for text queries when the metadata has captions, else "vectors".
 
 Scores are FAISS's: inner products for metric "ip" (higher is better), squared L2 distances for
@@ -69,10 +70,15 @@ class NeighborRetriever:
     def __init__(self, index_dir: str | os.PathLike, metadata: Any = None, embedder: Embedder | None = None,
                  image_source: Any = None, mmap: bool = True, verify: bool = True,
                  cluster_column: str | None = None, fetch_factor: int = 4, min_fetch: int = 64,
-                 choose_cluster: str = "auto") -> None:  # fmt: skip
+                 choose_cluster: str = "auto", caption_scoring: str = "coverage") -> None:  # fmt: skip
         import pandas as pd
 
+        from retrieval.lexical import SCORINGS
+
         self.choose_cluster = _check_choice(choose_cluster)
+        if caption_scoring not in SCORINGS:
+            raise InputError(f"caption_scoring must be one of {SCORINGS}, got {caption_scoring!r}")
+        self.caption_scoring = caption_scoring
 
         self.index: LoadedIndex = load_index(index_dir, mmap=mmap, verify=verify,
                                              expected_dim=None if embedder is None else int(embedder.dim))  # fmt: skip
@@ -97,7 +103,7 @@ class NeighborRetriever:
             uniq, starts = np.unique(labels[order], return_index=True)
             self._members = dict(zip(uniq.tolist(), np.split(order, starts[1:])))
             self._labels = labels
-        self._bm25 = None  # built on the first caption-chosen search
+        self._lexical = None  # built on the first caption-chosen search
 
     def _metadata_from_dir(self, directory: Path, verify: bool):
         import pandas as pd
@@ -159,7 +165,7 @@ class NeighborRetriever:
             raise InputError("choose_cluster='captions' needs text queries (this one is an image or an embedding)")
         chosen = [None] * len(vectors)
         if same_cluster and texts is not None and choice != "vectors" and self._has_captions():
-            chosen = self._caption_bm25().best(texts)
+            chosen = self._caption_index().best(texts)
         n = len(self.index)
         fetch = min(n, max(self.fetch_factor * k, self.min_fetch)) if same_cluster else min(n, int(k))
         scores, rows = self.index.search(vectors, fetch)
@@ -173,12 +179,13 @@ class NeighborRetriever:
     def _has_captions(self) -> bool:
         return self.metadata is not None and "caption" in self.metadata.columns
 
-    def _caption_bm25(self):
-        from retrieval.lexical import ClusterBM25
+    def _caption_index(self):
+        from retrieval.lexical import ClusterCaptions
 
-        if self._bm25 is None:
-            self._bm25 = ClusterBM25(self.metadata["caption"].fillna("").astype(str).tolist(), self._labels)
-        return self._bm25
+        if self._lexical is None:
+            captions = self.metadata["caption"].fillna("").astype(str).tolist()
+            self._lexical = ClusterCaptions(captions, self._labels, scoring=self.caption_scoring)
+        return self._lexical
 
     def _one_cluster(self, q: np.ndarray, scores: np.ndarray, rows: np.ndarray, k: int,
                      chosen: int | None = None) -> Neighbors:  # fmt: skip

@@ -1,4 +1,4 @@
-"""retrieval.lexical: BM25 over clusters, and NeighborRetriever choosing the cluster by captions."""
+"""retrieval.lexical: caption coverage and BM25 over clusters, and NeighborRetriever choosing the cluster by captions."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from retrieval import NeighborRetriever, build_index
-from retrieval.lexical import ClusterBM25, tokenize
+from retrieval.lexical import ClusterCaptions, tokenize
 from suti.errors import InputError
 
 faiss = pytest.importorskip("faiss")
@@ -23,7 +23,7 @@ LABELS = np.array([10, 10, 10, 20, 20, 30, 30, 30, -1])
 
 
 def _textbook_bm25(query: str, k1: float = 1.2, b: float = 0.75) -> dict[int, float]:
-    """Okapi BM25 written out term by term, one document per cluster (the reference for ClusterBM25)."""
+    """Okapi BM25 written out term by term, one document per cluster (the reference for scoring="bm25")."""
     docs = {c: [w for cap, lab in zip(CAPTIONS, LABELS) if lab == c for w in tokenize(cap)]
             for c in sorted(set(LABELS.tolist()) - {-1})}  # fmt: skip
     avg = sum(len(d) for d in docs.values()) / len(docs)
@@ -39,28 +39,61 @@ def _textbook_bm25(query: str, k1: float = 1.2, b: float = 0.75) -> dict[int, fl
     return out
 
 
+def _by_hand_coverage(query: str) -> dict[int, float]:
+    """sum of idf(t) x (members whose caption has t) / members, written out (the reference for "coverage")."""
+    members = {c: [set(tokenize(cap)) for cap, lab in zip(CAPTIONS, LABELS) if lab == c]
+               for c in sorted(set(LABELS.tolist()) - {-1})}  # fmt: skip
+    out = {}
+    for c, caps in members.items():
+        score = 0.0
+        for w in set(tokenize(query)):
+            df = sum(any(w in m for m in ms) for ms in members.values())
+            if df:
+                score += math.log(1 + (len(members) - df + 0.5) / (df + 0.5)) * sum(w in m for m in caps) / len(caps)
+        out[c] = score
+    return out
+
+
+@pytest.mark.parametrize("scoring", ["coverage", "bm25"])
 @pytest.mark.parametrize("query", ["a red star in the desert", "green dog", "Blue CUP!", "the beach"])
-def test_scores_equal_the_textbook_formula(query):
-    clusters, scores = ClusterBM25(CAPTIONS, LABELS).scores(query)
-    want = {c: s for c, s in _textbook_bm25(query).items() if s > 0}
+def test_scores_equal_the_textbook_formula(query, scoring):
+    clusters, scores = ClusterCaptions(CAPTIONS, LABELS, scoring=scoring).scores(query)
+    reference = _textbook_bm25 if scoring == "bm25" else _by_hand_coverage
+    want = {c: s for c, s in reference(query).items() if s > 0}
     assert sorted(clusters.tolist()) == sorted(want)
     assert all(a >= b for a, b in zip(scores, scores[1:]))  # best first
     for c, s in zip(clusters.tolist(), scores.tolist()):
         assert s == pytest.approx(want[c], rel=1e-12)
 
 
-def test_subject_words_beat_a_shared_context_word():
-    bm25 = ClusterBM25(CAPTIONS, LABELS)
-    assert bm25.best(["a red star in a jungle", "a green dog on the beach", "a blue cup in the snow"]) == [10, 30, 20]
-    assert bm25.best(["purple hat"]) == [None]  # no shared word: no cluster
-    assert len(bm25) == 3  # the unlabelled row is in no cluster
+@pytest.mark.parametrize("scoring", ["coverage", "bm25"])
+def test_subject_words_beat_a_shared_context_word(scoring):
+    index = ClusterCaptions(CAPTIONS, LABELS, scoring=scoring)
+    assert index.best(["a red star in a jungle", "a green dog on the beach", "a blue cup in the snow"]) == [10, 30, 20]
+    assert index.best(["purple hat"]) == [None]  # no shared word: no cluster
+    assert len(index) == 3  # the unlabelled row is in no cluster
+
+
+def test_coverage_is_not_pulled_by_a_word_one_member_of_another_cluster_says():
+    """The green ball's 4 captions all say green; one purple ball is 'painted green', another is in the
+    jungle. BM25 (one document per cluster, saturating tf) lets those two chance mentions win."""
+    caps = ["a green dot ball on the grass", "a green dot ball in the snow", "a green dot ball at night",
+            "a green dot ball on a table", "a purple dot ball on the grass", "a purple dot ball in the snow",
+            "a purple dot ball on a table painted green", "a purple dot ball in the jungle",
+            "a red cup", "a red cup in the jungle", "a red cup at the beach"]  # fmt: skip
+    labels = np.array([1] * 4 + [2] * 4 + [3] * 3)
+    query = "a green dot ball in the jungle"
+    assert ClusterCaptions(caps, labels).best([query]) == [1]
+    assert ClusterCaptions(caps, labels, scoring="bm25").best([query]) == [2]
 
 
 def test_bad_arguments_are_named():
     with pytest.raises(InputError, match="2 captions but 3"):
-        ClusterBM25(["a", "b"], np.array([0, 1, 2]))
+        ClusterCaptions(["a", "b"], np.array([0, 1, 2]))
     with pytest.raises(InputError, match="k1"):
-        ClusterBM25(["a"], np.array([0]), k1=-1)
+        ClusterCaptions(["a"], np.array([0]), scoring="bm25", k1=-1)
+    with pytest.raises(InputError, match="scoring must be one of"):
+        ClusterCaptions(["a"], np.array([0]), scoring="tfidf")
 
 
 class _ContextEmbedder:
@@ -113,6 +146,10 @@ def test_caption_choice_falls_back_and_refuses_what_it_cannot_do(index_dir):
         r.search("a red star", k=2, choose_cluster="bm25")
     with pytest.raises(InputError, match="choose_cluster must be one of"):
         NeighborRetriever(index_dir, choose_cluster="words")
+    with pytest.raises(InputError, match="caption_scoring must be one of"):
+        NeighborRetriever(index_dir, caption_scoring="words")
+    bm25 = NeighborRetriever(index_dir, embedder=_ContextEmbedder(), caption_scoring="bm25")
+    assert bm25.search("a red star on the beach", k=2).cluster == 10
     plain = r.search("a red star on the beach", k=3, same_cluster=False)
     assert plain.chosen_by is None and plain.cluster is None
 

@@ -76,7 +76,7 @@ def generate(
     index: Path = typer.Option(None, "--index", help="Re-Imagen mode: a `suti index build` dir instead of --refs."),
     k: int = typer.Option(4, "--k", help="Re-Imagen mode: demos taken from the best cluster."),
     choose_cluster: str = typer.Option("auto", "--choose-cluster", help="Re-Imagen mode: pick the cluster by "
-                                       "captions (BM25), vectors (dense shortlist) or auto (captions if any)."),
+                                       "captions (caption coverage), vectors (dense shortlist) or auto (captions if any)."),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images to render."),
     steps: int = typer.Option(50, "--steps", help="Denoising steps."),
     guidance: float = typer.Option(3.0, "--guidance", help="Text guidance scale."),

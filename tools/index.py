@@ -84,7 +84,7 @@ def query(
     k: int = typer.Option(5, "-k", "--k", help="Number of neighbours."),
     same_cluster: bool = typer.Option(True, "--same-cluster/--any-cluster", help="Return members of the best cluster."),
     choose_cluster: str = typer.Option("auto", "--choose-cluster", help="How --same-cluster picks the cluster: "
-                                       "captions (BM25, text queries), vectors (dense shortlist) or auto."),
+                                       "captions (caption coverage, text queries), vectors (dense shortlist) or auto."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per neighbour."),
     model_name: str = typer.Option(None, "--model-name", help="Override the model recorded in the index."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Override the checkpoint recorded in the index."),

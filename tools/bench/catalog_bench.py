@@ -10,8 +10,8 @@
    FAISS index). Each query is a world caption of one subject in a context none of its catalog
    images shows (one skill per query). Reported: recall@1 / recall@5 of the subject's cluster over
    the top entries (`same_cluster=False`), and the cluster `same_cluster=True` (k = --retrieval-k)
-   picks = top-1 cluster accuracy, chosen by caption BM25 (`cluster_top1`, the default for text) and
-   by the dense shortlist (`cluster_top1_vectors`); also how often the top entry merely has the same
+   picks = top-1 cluster accuracy, chosen by caption coverage (`cluster_top1`, the default for text),
+   by cluster-document BM25 (`cluster_top1_bm25`) and by the dense shortlist (`cluster_top1_vectors`); also how often the top entry merely has the same
    coarse traits (what a caption can say), per split and per skill, and `cluster_top1_bound`: the
    best any text-only choice can do when subjects with identical coarse traits are told apart by luck.
 2. Re-Imagen. For the first --gen-subjects subjects, one query each through
@@ -93,11 +93,16 @@ def retrieval_metrics(retriever, queries: list[dict], coarse_of: dict, split_of:
     picked = retriever.search(prompts, k=k, same_cluster=True, choose_cluster="captions")
     by_vectors = retriever.search(prompts, k=k, same_cluster=True, choose_cluster="vectors")
     seconds = time.perf_counter() - t
+    from retrieval.lexical import ClusterCaptions
+
+    bm25 = ClusterCaptions(retriever.metadata["caption"].tolist(), retriever.metadata["cluster"].to_numpy(),
+                           scoring="bm25").best(prompts)  # fmt: skip
     top = [int(nb.clusters[0]) if len(nb) else -1 for nb in entries]  # cluster of the best entry
     hit1 = np.array([c == q["subject_id"] for c, q in zip(top, queries)])
     hit5 = np.array([q["subject_id"] in set(nb.clusters[:5].tolist()) for nb, q in zip(entries, queries)])
     cluster = np.array([nb.cluster == q["subject_id"] for nb, q in zip(picked, queries)])
     cluster_vec = np.array([nb.cluster == q["subject_id"] for nb, q in zip(by_vectors, queries)])
+    cluster_bm25 = np.array([c == q["subject_id"] for c, q in zip(bm25, queries)])
     fell_back = sum(nb.chosen_by != "captions" for nb in picked)
     coarse1 = np.array([coarse_of.get(c) == q["coarse"] for c, q in zip(top, queries)])
     alike = np.array([sum(c == q["coarse"] for c in coarse_of.values()) for q in queries])  # subjects per caption
@@ -106,6 +111,7 @@ def retrieval_metrics(retriever, queries: list[dict], coarse_of: dict, split_of:
     def summary(mask: np.ndarray) -> dict:
         return {"queries": int(mask.sum()), "recall@1": float(hit1[mask].mean()),
                 "recall@5": float(hit5[mask].mean()), "cluster_top1": float(cluster[mask].mean()),
+                "cluster_top1_bm25": float(cluster_bm25[mask].mean()),
                 "cluster_top1_vectors": float(cluster_vec[mask].mean())}  # fmt: skip
 
     every = np.ones(len(queries), bool)
