@@ -31,6 +31,10 @@ def auto(
     weights: Path = typer.Option(None, "--weights", help="Grader weights folder (default: the committed ones)."),
     grade: bool = typer.Option(True, "--grade/--no-grade", help="Score outputs (off: only generate)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Clear an existing EVAL_DIR of another benchmark."),
+    resume: bool = typer.Option(False, "--resume", help="Keep the systems' output PNGs already in EVAL_DIR "
+                                "(e.g. of a killed run) and generate only the missing ones, then grade all."),
+    shard: str = typer.Option(None, "--shard", help="K/N: generate only the K-th of N blocks of subjects, no "
+                              "grading (needs --no-grade); copy the shards' outputs/ together and --resume."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Run systems through the world DreamBench and write EVAL_DIR with scores, CIs and an HTML report."""
@@ -42,6 +46,14 @@ def auto(
 
     if not progress:
         quiet_library_bars()
+    shard_kn = None
+    if shard is not None:
+        k, slash, n = shard.partition("/")
+        if not (slash and k.strip().isdigit() and n.strip().isdigit()):
+            raise InputError(f"--shard must look like K/N (e.g. 2/3), got {shard!r}")
+        shard_kn = (int(k), int(n))
+        if grade:
+            raise InputError("--shard only generates: add --no-grade, then grade the merged EVAL_DIR with --resume")
     cfg = QUICK if quick else BenchmarkConfig()
     overrides = {"subjects": subjects, "images_per_prompt": images_per_prompt, "steps": steps, "sampler": sampler,
                  "demo_size": demo_size, "demos": demos, "guidance_scale": guidance,
@@ -55,7 +67,8 @@ def auto(
         from suti.eval.graders import Graders
 
         graders = Graders.load(weights if weights is not None else WEIGHTS_DIR)
-    results = run_benchmark(bench, systems, out, graders, overwrite=overwrite, progress=progress)
+    results = run_benchmark(bench, systems, out, graders, overwrite=overwrite, progress=progress, resume=resume,
+                            shard=shard_kn)  # fmt: skip
     for name, s in results["systems"].items():
         o = s["overall"]
         score = "not graded" if o["mean"] is None else f"overall {o['mean']:.3f} [{o['ci'][0]:.3f}, {o['ci'][1]:.3f}]"

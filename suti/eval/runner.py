@@ -10,6 +10,10 @@
 A system that raises, or returns something that is not a finite square image, fails that item: the
 error is recorded under "failures", the item gets no output for that system, and the run goes on.
 Running again into the same EVAL_DIR adds (or replaces) systems; other systems' results are kept.
+`resume=True` keeps a system's output PNGs that already exist (e.g. from a run that was killed) and
+generates only the missing ones. `shard=(k, n)` generates only the k-th of n contiguous blocks of
+subjects (1-based) and grades nothing: run the shards into separate EVAL_DIRs (or processes), copy
+their `outputs/<system>/` together, and grade the whole with `resume=True`.
 """
 
 from __future__ import annotations
@@ -92,19 +96,49 @@ def base_row(bench: Benchmark, item) -> dict:
             "context": item.context.to_dict(), "outputs": {}, "scores": {}, "failures": {}}  # fmt: skip
 
 
+def shard_subjects(bench: Benchmark, shard: tuple[int, int]) -> set[str]:
+    """Keys of the k-th (1-based) of n contiguous, nearly equal blocks of the benchmark's subjects."""
+    k, n = shard
+    if not 1 <= k <= n or n > len(bench.subjects):
+        raise InputError(f"shard {k}/{n}: need 1 <= k <= n <= {len(bench.subjects)} (the number of subjects)")
+    blocks = np.array_split(np.arange(len(bench.subjects)), n)
+    return {bench.subjects[i].key for i in blocks[k - 1]}
+
+
+def _existing_output(path: Path) -> bool:
+    """A PNG that opens and decodes (a file cut short by a killed run does not count)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def run_system(system: NamedSystem, bench: Benchmark, demos: dict[str, list], out: Path,
-               rows: dict[str, dict], progress: bool = True) -> dict:  # fmt: skip
-    """Generate every item with one system; returns its run record. Outputs land in `rows`."""
+               rows: dict[str, dict], progress: bool = True, resume: bool = False,
+               subjects: set[str] | None = None) -> dict:  # fmt: skip
+    """Generate the items (of `subjects`, default all) with one system; returns its run record. Outputs
+    land in `rows`. With `resume`, an item whose output PNG exists is kept, not generated again."""
     from tqdm import tqdm
 
     folder = out / "outputs" / system.name
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    failures, start = 0, time.perf_counter()
-    for item in tqdm(bench.items, desc=f"generate {system.name}", disable=not progress):
+    if not resume:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    items = [it for it in bench.items if subjects is None or it.subject in subjects]
+    failures, reused, start = 0, 0, time.perf_counter()
+    for item in tqdm(items, desc=f"generate {system.name}", disable=not progress):
         row = rows[item.item_id]
         for part in ("outputs", "scores", "failures"):
             row[part].pop(system.name, None)
+        rel = f"outputs/{system.name}/{item.item_id}.png"
+        if resume and _existing_output(out / rel):
+            row["outputs"][system.name] = rel
+            reused += 1
+            continue
         caps = bench.by_key[item.subject].demo_captions
         try:
             image = check_output(system.fn(list(demos[item.subject]), list(caps), item.prompt, item.seed),
@@ -113,12 +147,12 @@ def run_system(system: NamedSystem, bench: Benchmark, demos: dict[str, list], ou
             row["failures"][system.name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             failures += 1
             continue
-        rel = f"outputs/{system.name}/{item.item_id}.png"
         image.save(out / rel)
         row["outputs"][system.name] = rel
     seconds = time.perf_counter() - start
-    return {"spec": system.spec, "images": len(bench.items), "failures": failures, "seconds": round(seconds, 2),
-            "seconds_per_image": round(seconds / max(1, len(bench.items)), 4)}  # fmt: skip
+    made = len(items) - reused
+    return {"spec": system.spec, "images": len(items), "failures": failures, "reused": reused,
+            "seconds": round(seconds, 2), "seconds_per_image": round(seconds / max(1, made), 4)}  # fmt: skip
 
 
 def score_system(name: str, bench: Benchmark, demos: dict[str, list], out: Path, rows: dict[str, dict],
@@ -151,12 +185,18 @@ def ground_truth_embeddings(bench: Benchmark, graders) -> np.ndarray:
 
 
 def run_benchmark(bench: Benchmark, systems: list[NamedSystem], out_dir: str | Path, graders=None,
-                  overwrite: bool = False, progress: bool = True) -> dict:  # fmt: skip
+                  overwrite: bool = False, progress: bool = True, resume: bool = False,
+                  shard: tuple[int, int] | None = None) -> dict:  # fmt: skip
     """Generate, grade, and write EVAL_DIR; returns results.json's content."""
     from suti.eval.report import write_report
 
     if len({s.name for s in systems}) != len(systems):
         raise InputError("two systems share a name; rename one with NAME=SPEC")
+    if shard is not None and graders is not None:
+        raise InputError("a shard only generates (no grading): grade the merged EVAL_DIR with resume")
+    if resume and overwrite:
+        raise InputError("resume keeps existing outputs and overwrite clears them: choose one")
+    subjects = shard_subjects(bench, shard) if shard is not None else None
     out = Path(out_dir)
     prepare_dir(out, bench, overwrite)
     demos = write_demos(out, bench)
@@ -168,7 +208,7 @@ def run_benchmark(bench: Benchmark, systems: list[NamedSystem], out_dir: str | P
     runs = json.loads(runs_path.read_text()) if runs_path.is_file() else {}
     gt_emb = ground_truth_embeddings(bench, graders) if graders is not None else None
     for system in systems:
-        record = run_system(system, bench, demos, out, rows, progress)
+        record = run_system(system, bench, demos, out, rows, progress, resume, subjects)
         if graders is not None:
             record.update(score_system(system.name, bench, demos, out, rows, graders, gt_emb))
         runs[system.name] = record
