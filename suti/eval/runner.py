@@ -152,7 +152,7 @@ def run_system(system: NamedSystem, bench: Benchmark, demos: dict[str, list], ou
     seconds = time.perf_counter() - start
     made = len(items) - reused
     return {"spec": system.spec, "images": len(items), "failures": failures, "reused": reused,
-            "seconds": round(seconds, 2), "seconds_per_image": round(seconds / max(1, made), 4)}  # fmt: skip
+            "seconds": round(seconds, 2), "seconds_per_image": round(seconds / made, 4) if made else None}  # fmt: skip
 
 
 def score_system(name: str, bench: Benchmark, demos: dict[str, list], out: Path, rows: dict[str, dict],
