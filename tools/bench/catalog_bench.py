@@ -11,9 +11,9 @@
    images shows (one skill per query). Reported: recall@1 / recall@5 of the subject's cluster over
    the top entries (`same_cluster=False`), and the cluster `same_cluster=True` (k = --retrieval-k)
    picks = top-1 cluster accuracy, chosen by caption coverage (`cluster_top1`, the default for text),
-   by cluster-document BM25 (`cluster_top1_bm25`) and by the dense shortlist (`cluster_top1_vectors`); also how often the top entry merely has the same
-   coarse traits (what a caption can say), per split and per skill, and `cluster_top1_bound`: the
-   best any text-only choice can do when subjects with identical coarse traits are told apart by luck.
+   by cluster-document BM25 (`cluster_top1_bm25`) and by the dense shortlist (`cluster_top1_vectors`);
+   also how often the top entry merely has the same coarse traits (what a caption can say), per split
+   and per skill, and `cluster_top1_bound`: the best any text-only choice can do when subjects with identical coarse traits are told apart by luck.
 2. Re-Imagen. For the first --gen-subjects subjects, one query each through
    `pipe(prompt, retriever=..., retrieval_k=K)` (DDIM, --steps), graded by `Graders.score` for the
    subject the query is about (demos for dino / clip_i = that subject's catalog images). Reference
@@ -95,7 +95,8 @@ def retrieval_metrics(retriever, queries: list[dict], coarse_of: dict, split_of:
     seconds = time.perf_counter() - t
     from retrieval.lexical import ClusterCaptions
 
-    bm25 = ClusterCaptions(retriever.metadata["caption"].tolist(), retriever.metadata["cluster"].to_numpy(),
+    meta = retriever.metadata  # the same captions and cluster labels the retriever scores, BM25 instead
+    bm25 = ClusterCaptions(meta["caption"].tolist(), meta[retriever.cluster_column].to_numpy(),
                            scoring="bm25").best(prompts)  # fmt: skip
     top = [int(nb.clusters[0]) if len(nb) else -1 for nb in entries]  # cluster of the best entry
     hit1 = np.array([c == q["subject_id"] for c, q in zip(top, queries)])

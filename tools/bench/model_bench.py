@@ -113,7 +113,8 @@ def run(preset: str, steps: int, repeats: int, batch: int, n_demos: int, threads
     targets = {"P2_subject_2pass_over_text_2pass": ("<=", 1.15), "P2_dual_3pass_over_text_2pass": ("<=", 1.6),
                "P3_reencoded_over_cached": (">=", 1.7), "P3_reencoded_over_cached_2pass": (">=", 1.7)}
     return {
-        "preset": None if model else preset, "model": model, "image_size": pipe.image_size, "steps": steps, "batch": batch, "demos": n_demos,
+        "preset": None if model else preset, "model": model, "image_size": pipe.image_size, "steps": steps,
+        "batch": batch, "demos": n_demos,
         "repeats": repeats, "torch_threads": torch.get_num_threads(),
         "unet_params_m": round(sum(p.numel() for p in pipe.unet.parameters()) / 1e6, 2),
         "seconds": {name: [round(x, 4) for x in v] for name, v in times.items()},
