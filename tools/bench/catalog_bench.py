@@ -13,7 +13,8 @@
    picks = top-1 cluster accuracy, chosen by caption coverage (`cluster_top1`, the default for text),
    by cluster-document BM25 (`cluster_top1_bm25`) and by the dense shortlist (`cluster_top1_vectors`);
    also how often the top entry merely has the same coarse traits (what a caption can say), per split
-   and per skill, and `cluster_top1_bound`: the best any text-only choice can do when subjects with identical coarse traits are told apart by luck.
+   and per skill, and `cluster_top1_bound`: the best any text-only choice can do when subjects with
+   identical coarse traits are told apart by luck.
 2. Re-Imagen. For the first --gen-subjects subjects, one query each through
    `pipe(prompt, retriever=..., retrieval_k=K)` (DDIM, --steps), graded by `Graders.score` for the
    subject the query is about (demos for dino / clip_i = that subject's catalog images). Reference
