@@ -23,6 +23,13 @@ def test_times_a_saved_model_with_its_own_layout(tmp_path):
     assert set(result["ratios"]) == {"P2_subject_2pass_over_text_2pass", "P2_dual_3pass_over_text_2pass",
                                      "P3_reencoded_over_cached", "P3_reencoded_over_cached_2pass"}  # fmt: skip
     assert all(len(v) == 5 and min(v) > 0 for v in result["cpu_seconds"].values())
+    assert result["demo_pool_size"] is None
+    # --pool: the same model with its demo feature maps pooled to 1 x 1 per level, fewer tokens.
+    assert main(["--out", str(out), "--model", str(tmp_path / "model"), "--steps", "1", "--batch", "1",
+                 "--pool", "1"]) == 0
+    pooled = json.loads(out.read_text())
+    assert pooled["demo_pool_size"] == 1
+    assert pooled["demo_tokens_per_demo"] == len(pipe.subject.config.levels) < result["demo_tokens_per_demo"]
 
 
 def test_a_directory_that_is_not_a_model_is_refused(tmp_path, capsys):

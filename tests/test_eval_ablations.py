@@ -98,3 +98,39 @@ def test_places_off_drops_the_locality_of_a_model_with_places(tmp_path):
     assert SutiOptions.parse("places=off") == SutiOptions(places=False)
     with pytest.raises(InputError, match="cannot be combined"):
         SutiOptions.parse("places=off,demo_timestep=current")
+
+
+def test_pool_option_pools_demo_tokens_and_matches_a_pooled_model(tmp_path):
+    from _tiny import tiny_config
+
+    from suti.pipeline import SuTIPipeline
+
+    cfg = tiny_config()
+    cfg = replace(cfg, subject=replace(cfg.subject, levels=("down.0", "mid"), positions=True))
+    tiny_pipe(cfg, gate=0.7).save_pretrained(tmp_path / "m")
+    bench = build_benchmark(SMALL)
+    item = bench.items[0]
+    demos, captions = list(bench.demo_images(item.subject)), list(bench.by_key[item.subject].demo_captions)
+    full = resolve_system(f"suti:{tmp_path / 'm'}", bench).fn
+    pooled = resolve_system(f"suti:{tmp_path / 'm'}@pool=2", bench).fn
+    assert SutiOptions.parse("pool=2") == SutiOptions(pool=2)
+    for bad in ("pool=0", "pool=x", "pool=-1"):
+        with pytest.raises(InputError, match="bad suti option"):
+            SutiOptions.parse(bad)
+    # Two levels pooled to 2 x 2 -> 8 image tokens per demo (caption tokens unchanged), each with its place.
+    ctx, ctx_full = pooled.pipe.encode_subject(demos, captions), full.pipe.encode_subject(demos, captions)
+    assert pooled.pipe.subject.demo_encoder.tokens_per_demo(pooled.pipe.unet, 0) == 8
+    per_demo_full = full.pipe.subject.demo_encoder.tokens_per_demo(full.pipe.unet, 0)
+    assert per_demo_full > 8
+    assert ctx_full.tokens.shape[1] - ctx.tokens.shape[1] == len(demos) * (per_demo_full - 8)
+    assert ctx.positions.shape[1] == ctx.tokens.shape[1]
+    got = np.asarray(pooled(demos, captions, item.prompt, item.seed), dtype=np.float64)
+    assert not np.array_equal(got, np.asarray(full(demos, captions, item.prompt, item.seed), dtype=np.float64))
+    # The setting is part of the subject config: saved and loaded, it gives the same image.
+    pooled.pipe.save_pretrained(tmp_path / "pooled")
+    again = SuTIPipeline.from_pretrained(str(tmp_path / "pooled"))
+    again.scheduler = type(pooled.pipe.scheduler).from_config(pooled.pipe.scheduler.config)  # the benchmark's
+    assert again.subject.config.pool_size == 2
+    assert np.array_equal(got, _direct(again, demos, captions, item.prompt, item.seed, SMALL))
+    with pytest.raises(InputError, match="pool size"):
+        again.subject.set_pool_size(0)

@@ -7,7 +7,8 @@ Built-in reference systems, chosen by a spec string (optionally "NAME=SPEC" to r
     suti:DIR[@OPTS] any SuTIPipeline dir with the demos and their captions; OPTS (ablations), comma-separated:
                     demos=N (only the first N demos), captions=off (empty demo captions),
                     demo_timestep=current|T (re-encode the demos at every step, or encode them at T),
-                    places=off (demo tokens without their places: no locality bias in demo attention)
+                    places=off (demo tokens without their places: no locality bias in demo attention),
+                    pool=N (average-pool each demo feature level to N x N tokens: fewer, cheaper tokens)
     dreambooth:DIR[@STEPS]  per subject, fine-tune DIR on the demos (the `dreambooth` recipe, STEPS steps,
                     default the recipe's), then render "sks <prompt>" text-only: the per-subject baseline
     pkg.mod:NAME    your own callable (or a zero-argument factory returning one, if NAME ends in "()")
@@ -78,12 +79,14 @@ def _scheduler(pipe, sampler: str):
 
 @dataclass(frozen=True)
 class SutiOptions:
-    """Inference-time ablations of `suti:DIR@...`: demo count, demo captions, demo timestep, token places."""
+    """Inference-time ablations of `suti:DIR@...`: demo count, demo captions, demo timestep, token places,
+    token pooling."""
 
     demos: int = 0  # 0 = all the benchmark's demos
     captions: bool = True
     demo_timestep: int | str | None = None  # None = the model's own setting
     places: bool = True  # False: demo tokens lose their places (subject.positions models: no locality bias)
+    pool: int | None = None  # N: each demo feature level average-pooled to N x N tokens (None = the model's)
 
     @classmethod
     def parse(cls, text: str) -> SutiOptions:
@@ -92,7 +95,8 @@ class SutiOptions:
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, eq, value = part.partition("=")
             if not eq:
-                raise InputError(f"suti option {part!r} must be KEY=VALUE (demos, captions, demo_timestep, places)")
+                raise InputError(f"suti option {part!r} must be KEY=VALUE "
+                                 "(demos, captions, demo_timestep, places, pool)")
             if key == "demos" and value.isdigit() and 1 <= int(value) <= 8:
                 out["demos"] = int(value)
             elif key == "captions" and value in ("on", "off"):
@@ -101,9 +105,11 @@ class SutiOptions:
                 out["demo_timestep"] = value if value == "current" else int(value)
             elif key == "places" and value in ("on", "off"):
                 out["places"] = value == "on"
+            elif key == "pool" and value.isdigit() and int(value) >= 1:
+                out["pool"] = int(value)
             else:
                 raise InputError(f"bad suti option {part!r}: use demos=1-8, captions=on|off, "
-                                 "demo_timestep=current|T, places=on|off")  # fmt: skip
+                                 "demo_timestep=current|T, places=on|off, pool=N (N >= 1)")  # fmt: skip
         if not out.get("places", True) and "demo_timestep" in out:
             raise InputError("suti options places=off and demo_timestep cannot be combined "
                              "(places are dropped from demo tokens encoded once, at the model's timestep)")
@@ -124,6 +130,8 @@ class PipelineSystem:
         self.pipe.set_progress_bar_config(disable=True)
         self.config, self.use_demos = config, use_demos
         self.options = options or SutiOptions()
+        if self.options.pool is not None:
+            self.pipe.subject.set_pool_size(self.options.pool)
 
     def __call__(self, demos, demo_captions, prompt: str, seed: int):
         import torch

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from suti.errors import ConfigError, ModelLoadError
+from suti.errors import ConfigError, InputError, ModelLoadError
 from suti.models.config import SubjectConfig, subject_config_from_dict
 from suti.models.demo_encoder import DemoEncoder, check_supported_unet, level_channels
 from suti.models.subject_attn import DemoContext, SubjectAttnProcessor, TextOnlyProcessor
@@ -152,6 +153,15 @@ class SubjectLayers(nn.Module):
     def set_gates(self, value: float) -> None:
         for p in self.paths:
             self.processor(p).gate.fill_(value)
+
+    def set_pool_size(self, size: int | None) -> None:
+        """Average-pool every demo feature level to size x size tokens (None: full maps). The weights act
+        per token, so a trained model accepts any size; fewer tokens make demo attention cheaper, and
+        the tokens' places follow the pooled grid. Saved with the config."""
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise InputError(f"demo pool size must be a positive integer or None, got {size!r}")
+        self.config = replace(self.config, pool_size=size)  # a copy: presets may share the config object
+        self.demo_encoder.pool_size = size
 
     # -- namespaced weights -----------------------------------------------------------------------------
     def subject_state_dict(self) -> dict[str, torch.Tensor]:

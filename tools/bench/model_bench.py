@@ -1,7 +1,7 @@
 """Model benchmark: the cost of subject conditioning (P2) and of caching the demo tokens (P3).
 
     python -m tools.bench.model_bench --out bench/model.json [--preset world | --model models/world]
-        [--steps 20] [--repeats 5]
+        [--steps 20] [--repeats 5] [--pool N]
 
 Every configuration samples the same prompt from the same noise with the same UNet, scheduler, step
 count and batch; configurations are interleaved within each repeat so that machine noise hits them
@@ -54,8 +54,9 @@ def _configs(demos: list, captions: list[str], s_text: float) -> dict[str, dict]
 
 
 def run(preset: str, steps: int, repeats: int, batch: int, n_demos: int, threads: int | None,
-        model: str | None = None) -> dict:  # fmt: skip
-    """Time every configuration on a preset (random weights, gates set to 0.5) or a saved `model` dir."""
+        model: str | None = None, pool: int | None = None) -> dict:  # fmt: skip
+    """Time every configuration on a preset (random weights, gates set to 0.5) or a saved `model` dir;
+    `pool` average-pools each demo feature level to pool x pool tokens (None: the model's own layout)."""
     import numpy as np
     import torch
 
@@ -71,6 +72,8 @@ def run(preset: str, steps: int, repeats: int, batch: int, n_demos: int, threads
     else:
         pipe = SuTIPipeline.from_config(preset)
         pipe.subject.set_gates(0.5)  # a trained-looking gate; timing does not depend on its value
+    if pool is not None:
+        pipe.subject.set_pool_size(pool)
     pipe.set_progress_bar_config(disable=True)
     demos = _demos(n_demos, pipe.image_size)
     rng = np.random.default_rng(0)
@@ -114,7 +117,8 @@ def run(preset: str, steps: int, repeats: int, batch: int, n_demos: int, threads
                "P3_reencoded_over_cached": (">=", 1.7), "P3_reencoded_over_cached_2pass": (">=", 1.7)}
     return {
         "preset": None if model else preset, "model": model, "image_size": pipe.image_size, "steps": steps,
-        "batch": batch, "demos": n_demos,
+        "batch": batch, "demos": n_demos, "demo_pool_size": pipe.subject.config.pool_size,
+        "demo_tokens_per_demo": pipe.subject.demo_encoder.tokens_per_demo(pipe.unet, 0),
         "repeats": repeats, "torch_threads": torch.get_num_threads(),
         "unet_params_m": round(sum(p.numel() for p in pipe.unet.parameters()) / 1e6, 2),
         "seconds": {name: [round(x, 4) for x in v] for name, v in times.items()},
@@ -140,12 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--demos", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads; with 1 (default) ratios use CPU time, robust to other jobs")
+    ap.add_argument("--pool", type=int, default=None,
+                    help="average-pool each demo feature level to N x N tokens (default: the model's layout)")
     args = ap.parse_args(argv)
     if args.repeats < 5 or args.steps < 1 or args.batch < 1 or not 1 <= args.demos <= 8:
         ap.error("need --repeats >= 5, --steps >= 1, --batch >= 1 and 1 <= --demos <= 8")
+    if args.pool is not None and args.pool < 1:
+        ap.error(f"--pool must be >= 1, got {args.pool}")
     if args.model is not None and not (Path(args.model) / "model_index.json").is_file():
         ap.error(f"--model {args.model} is not a saved SuTIPipeline directory (no model_index.json)")
-    result = run(args.preset, args.steps, args.repeats, args.batch, args.demos, args.threads, args.model)
+    result = run(args.preset, args.steps, args.repeats, args.batch, args.demos, args.threads, args.model,
+                 args.pool)
     result["machine"] = {"python": platform.python_version(), "torch": metadata.version("torch"),
                          "cpu_count": os.cpu_count(), "platform": platform.platform()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
