@@ -76,17 +76,25 @@ def test_options_change_exactly_what_they_name(model_dir):
         resolve_system(f"suti:{model_dir}@demos=none", bench)
 
 
-def test_places_off_drops_the_locality_of_a_model_with_places(tmp_path):
+@pytest.fixture(scope="module")
+def places_model(tmp_path_factory):
+    """A tiny model whose demo tokens come from two levels and carry their places, plus one benchmark item."""
     from _tiny import tiny_config
 
     cfg = tiny_config()
     cfg = replace(cfg, subject=replace(cfg.subject, levels=("down.0", "mid"), positions=True))
-    tiny_pipe(cfg, gate=0.7).save_pretrained(tmp_path / "m")
+    out = tmp_path_factory.mktemp("places") / "m"
+    tiny_pipe(cfg, gate=0.7).save_pretrained(out)
     bench = build_benchmark(SMALL)
     item = bench.items[0]
     demos, captions = list(bench.demo_images(item.subject)), list(bench.by_key[item.subject].demo_captions)
-    full = resolve_system(f"suti:{tmp_path / 'm'}", bench).fn
-    off = resolve_system(f"suti:{tmp_path / 'm'}@places=off", bench).fn
+    return out, bench, item, demos, captions
+
+
+def test_places_off_drops_the_locality_of_a_model_with_places(places_model):
+    model, bench, item, demos, captions = places_model
+    full = resolve_system(f"suti:{model}", bench).fn
+    off = resolve_system(f"suti:{model}@places=off", bench).fn
     pipe = full.pipe
     ctx = replace(pipe.encode_subject(demos, captions), positions=None)
     want = pipe(item.prompt, subject_embeds=ctx, num_inference_steps=SMALL.steps, guidance_scale=SMALL.guidance_scale,
@@ -100,19 +108,12 @@ def test_places_off_drops_the_locality_of_a_model_with_places(tmp_path):
         SutiOptions.parse("places=off,demo_timestep=current")
 
 
-def test_pool_option_pools_demo_tokens_and_matches_a_pooled_model(tmp_path):
-    from _tiny import tiny_config
-
+def test_pool_option_pools_demo_tokens_and_matches_a_pooled_model(places_model, tmp_path):
     from suti.pipeline import SuTIPipeline
 
-    cfg = tiny_config()
-    cfg = replace(cfg, subject=replace(cfg.subject, levels=("down.0", "mid"), positions=True))
-    tiny_pipe(cfg, gate=0.7).save_pretrained(tmp_path / "m")
-    bench = build_benchmark(SMALL)
-    item = bench.items[0]
-    demos, captions = list(bench.demo_images(item.subject)), list(bench.by_key[item.subject].demo_captions)
-    full = resolve_system(f"suti:{tmp_path / 'm'}", bench).fn
-    pooled = resolve_system(f"suti:{tmp_path / 'm'}@pool=2", bench).fn
+    model, bench, item, demos, captions = places_model
+    full = resolve_system(f"suti:{model}", bench).fn
+    pooled = resolve_system(f"suti:{model}@pool=2", bench).fn
     assert SutiOptions.parse("pool=2") == SutiOptions(pool=2)
     for bad in ("pool=0", "pool=x", "pool=-1"):
         with pytest.raises(InputError, match="bad suti option"):
