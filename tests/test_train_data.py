@@ -28,6 +28,25 @@ def test_every_recipe_loads_and_round_trips():
         assert TrainRecipe.from_dict(json.loads(r.to_json())) == r
 
 
+def test_training_model_configs_load_and_budget_recipe_trains_the_bundled_layout():
+    from pathlib import Path
+
+    from suti.models.config import SuTIConfig
+    from suti.train.model import model_config
+    from suti.train.recipe import recipe_dir
+
+    for path in (recipe_dir() / "models").glob("*.json"):
+        assert model_config(path.stem).unet.sample_size > 0
+    # the from-scratch budget recipe must build the layout the bundled model was trained in
+    budget = load_recipe("apprentice_budget")
+    assert budget.init_from is None
+    saved = json.loads((Path(__file__).parents[1] / "models" / "world" / "subject" / "config.json").read_text())
+    bundled = SuTIConfig.from_dict(saved["model"])
+    built = model_config(budget.model)
+    assert (built.subject, built.unet, built.text, built.scheduler) == (bundled.subject, bundled.unet, bundled.text,
+                                                                       bundled.scheduler)
+
+
 @pytest.mark.parametrize("patch, field", [({"loop": {"batch_size": 0}}, "loop.batch_size"),
                                           ({"kind": "finetune"}, "kind"),
                                           ({"apprentice": {"min_demos": 4, "max_demos": 2}}, "apprentice"),
