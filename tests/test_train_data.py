@@ -32,6 +32,8 @@ def test_training_model_configs_load_and_budget_recipe_trains_the_bundled_layout
     from pathlib import Path
 
     from suti.models.config import SuTIConfig
+    from suti.models.subject_layers import CONFIG_NAME
+    from suti.pipeline.loading import SUBJECT_DIR
     from suti.train.model import model_config
     from suti.train.recipe import recipe_dir
 
@@ -40,7 +42,7 @@ def test_training_model_configs_load_and_budget_recipe_trains_the_bundled_layout
     # the from-scratch budget recipe must build the layout the bundled model was trained in
     budget = load_recipe("apprentice_budget")
     assert budget.init_from is None
-    saved = json.loads((Path(__file__).parents[1] / "models" / "world" / "subject" / "config.json").read_text())
+    saved = json.loads((Path(__file__).parents[1] / "models" / "world" / SUBJECT_DIR / CONFIG_NAME).read_text())
     bundled = SuTIConfig.from_dict(saved["model"])
     built = model_config(budget.model)
     assert (built.subject, built.unet, built.text, built.scheduler) == (bundled.subject, bundled.unet, bundled.text,
