@@ -47,6 +47,10 @@ def test_training_model_configs_load_and_budget_recipe_trains_the_bundled_layout
     built = model_config(budget.model)
     assert (built.subject, built.unet, built.text, built.scheduler) == (bundled.subject, bundled.unet, bundled.text,
                                                                        bundled.scheduler)
+    # the staged budget plan: a text-to-image stage on the same layout, then the apprentice from its run
+    base, staged = load_recipe("base_budget"), load_recipe("apprentice_budget_staged")
+    assert (base.kind, base.model, base.init_from) == ("base", budget.model, None)
+    assert staged.kind == "apprentice" and staged.apprentice.train_base and staged.init_from.endswith("-base")
 
 
 @pytest.mark.parametrize("patch, field", [({"loop": {"batch_size": 0}}, "loop.batch_size"),
