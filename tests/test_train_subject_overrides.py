@@ -64,3 +64,26 @@ def test_overrides_are_checked_and_need_a_start_model():
     data["init_from"] = None
     with pytest.raises(ConfigError, match="needs init_from"):
         TrainRecipe.from_dict(data)
+
+
+@pytest.mark.parametrize("kind", ["base", "apprentice"])
+def test_text_lr_scale_gives_the_text_encoder_its_own_learning_rate(kind):
+    from suti.train.loop import make_optimizer
+    from suti.train.model import TrainModule
+
+    recipe = load_recipe(f"{kind}_tiny")
+    if kind == "apprentice":  # the text encoder trains only with the base
+        recipe = dataclasses.replace(recipe, apprentice=dataclasses.replace(recipe.apprentice, train_base=True))
+    plain = make_optimizer(TrainModule(tiny_pipe(gate=None), recipe), recipe)
+    scaled_recipe = dataclasses.replace(recipe, optim=dataclasses.replace(recipe.optim, text_lr_scale=5.0))
+    module = TrainModule(tiny_pipe(gate=None), scaled_recipe)
+    scaled = make_optimizer(module, scaled_recipe)
+    text_ids = {id(p) for p in module.text_encoder.parameters()}
+    assert len(scaled.param_groups) == len(plain.param_groups) + 1  # scale 1 keeps the old group layout
+    base_lr = next(g["base_lr"] for g in plain.param_groups if not any(id(p) in text_ids for p in g["params"])
+                   and len(g["params"]) > 2)
+    text_group = [g for g in scaled.param_groups if g["params"] and all(id(p) in text_ids for p in g["params"])]
+    assert len(text_group) == 1 and len(text_group[0]["params"]) == len(text_ids)
+    assert text_group[0]["base_lr"] == pytest.approx(5.0 * base_lr)
+    with pytest.raises(ConfigError, match="text_lr_scale"):
+        dataclasses.replace(recipe.optim, text_lr_scale=0.0).validate()

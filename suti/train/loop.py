@@ -70,10 +70,13 @@ def make_optimizer(module: TrainModule, recipe: TrainRecipe) -> torch.optim.Opti
     named = module.trainable()
     # per-layer scalars (gates, per-head locality strengths) take the gate lr
     gate = lambda n: n in subject and n.endswith((".gate", ".locality"))  # noqa: E731
+    base_lr = recipe.optim.lr * (recipe.optim.base_lr_scale if recipe.kind == "apprentice" else 1.0)
+    # the text encoder gets its own group only when its lr differs (so older checkpoints' groups still match)
+    text = lambda n: recipe.optim.text_lr_scale != 1.0 and n.startswith("text_encoder.")  # noqa: E731
     groups = [{"params": [p for n, p in named.items() if n in subject and not gate(n)], "base_lr": recipe.optim.lr},
               {"params": [p for n, p in named.items() if gate(n)], "base_lr": recipe.optim.lr * recipe.optim.gate_lr_scale},
-              {"params": [p for n, p in named.items() if n not in subject],
-               "base_lr": recipe.optim.lr * (recipe.optim.base_lr_scale if recipe.kind == "apprentice" else 1.0)}]
+              {"params": [p for n, p in named.items() if n not in subject and not text(n)], "base_lr": base_lr},
+              {"params": [p for n, p in named.items() if text(n)], "base_lr": base_lr * recipe.optim.text_lr_scale}]
     groups = [g for g in groups if g["params"]]
     return torch.optim.AdamW(groups, lr=recipe.optim.lr, weight_decay=recipe.optim.weight_decay)
 

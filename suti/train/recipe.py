@@ -75,11 +75,13 @@ class OptimConfig:
     base_lr_scale: float = 1.0  # lr multiplier of base (UNet/text) weights when subject layers also train
     gate_lr_scale: float = 1.0  # lr multiplier of the demo-attention gates (scalars that start at 0) and,
     # with subject.positions, of the per-head locality strengths
+    text_lr_scale: float = 1.0  # lr multiplier of the text encoder (on top of base_lr_scale), when it trains
 
     def validate(self, name: str = "optim") -> None:
         _positive(f"{name}.lr", self.lr)
         _positive(f"{name}.base_lr_scale", self.base_lr_scale)
         _positive(f"{name}.gate_lr_scale", self.gate_lr_scale)
+        _positive(f"{name}.text_lr_scale", self.text_lr_scale)
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ConfigError(f"{name}: warmup_steps, weight_decay and grad_clip must be >= 0")
         if self.schedule not in ("constant", "cosine"):
