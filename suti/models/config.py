@@ -142,6 +142,10 @@ class TextConfig:
     num_layers: int = 4
     num_heads: int = 4
     intermediate_size: int = 512
+    # Cross-attention ignores the padding states (Imagen's masked text conditioning): the UNet reads only
+    # BOS, the words and EOS. False (the default, and every model trained before it existed): it attends
+    # to all max_length states, padding included, as Stable Diffusion does.
+    mask_padding: bool = False
 
     def validate(self, name: str = "text") -> None:
         _check_choice(f"{name}.tokenizer", self.tokenizer, TOKENIZER_KINDS)

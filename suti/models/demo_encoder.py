@@ -79,8 +79,10 @@ class DemoEncoder(nn.Module):
 
     # -- the UNet's own down path ---------------------------------------------------------------------------
     def unet_features(self, unet: nn.Module, x: torch.Tensor, context: torch.Tensor,
-                      timestep: torch.Tensor, context_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Run conv_in -> down blocks (-> mid) of `unet` on x (n, C, H, W) with text-only context (n, L, D)."""
+                      timestep: torch.Tensor, context_mask: torch.Tensor | None = None,
+                      mask_context: bool = False) -> dict[str, torch.Tensor]:
+        """Run conv_in -> down blocks (-> mid) of `unet` on x (n, C, H, W) with text-only context (n, L, D);
+        `mask_context`: cross-attention reads only the tokens `context_mask` (n, L) marks as real."""
         if unet.config.center_input_sample:
             x = 2 * x - 1.0
         emb = unet.time_embedding(unet.get_time_embed(sample=x, timestep=timestep), None)  # (n, T)
@@ -89,20 +91,22 @@ class DemoEncoder(nn.Module):
             emb = emb + unet.class_embedding(pooled).to(emb.dtype)  # (n, T)
         if unet.time_embed_act is not None:
             emb = unet.time_embed_act(emb)
+        keep = context_mask if mask_context and context_mask is not None else None  # (n, L) or None
         h = unet.conv_in(x)  # (n, C0, H, W)
         feats: dict[str, torch.Tensor] = {}
         need_mid = "mid" in self.levels
         last = len(unet.down_blocks) - 1 if need_mid else max(int(l.split(".")[1]) for l in self.levels)
         for i, block in enumerate(unet.down_blocks[: last + 1]):
             if getattr(block, "has_cross_attention", False):
-                h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=context)  # plain tensor: text only
+                h, _ = block(hidden_states=h, temb=emb, encoder_hidden_states=context,  # plain tensor: text only
+                             encoder_attention_mask=keep)
             else:
                 h, _ = block(hidden_states=h, temb=emb)
             if f"down.{i}" in self.levels:
                 feats[f"down.{i}"] = h  # (n, C_i, H_i, W_i)
         if need_mid:
             if getattr(unet.mid_block, "has_cross_attention", False):
-                h = unet.mid_block(h, emb, encoder_hidden_states=context)
+                h = unet.mid_block(h, emb, encoder_hidden_states=context, encoder_attention_mask=keep)
             else:
                 h = unet.mid_block(h, emb)
             feats["mid"] = h  # (n, C_last, h, w)
@@ -127,6 +131,7 @@ class DemoEncoder(nn.Module):
         caption_mask: torch.Tensor | None = None,  # (B, N, L) bool, True = real caption token
         demo_mask: torch.Tensor | None = None,  # (B, N) bool, True = a real demo (False = padding slot)
         timestep: int | float | torch.Tensor = 0,
+        mask_captions: bool = False,  # the UNet's cross-attention skips caption padding (TextConfig.mask_padding)
     ) -> DemoContext:
         if images.ndim != 5 or caption_embeds.ndim != 4 or caption_embeds.shape[:2] != images.shape[:2]:
             raise InputError(f"demo images (B, N, C, H, W) and caption embeddings (B, N, L, D) do not match: "
@@ -146,7 +151,7 @@ class DemoEncoder(nn.Module):
         if t.ndim == 1:  # one timestep per sample -> one per demo
             t = t.repeat_interleave(N)[valid]
 
-        feats = self.unet_features(unet, x, ctx, t, caption_mask.flatten(0, 1)[valid])
+        feats = self.unet_features(unet, x, ctx, t, caption_mask.flatten(0, 1)[valid], mask_captions)
         toks, places = [], []  # places: (x, y, 1) per image token, zeros per caption token
         for i, lvl in enumerate(self.levels):
             f = feats[lvl]

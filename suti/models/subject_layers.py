@@ -142,9 +142,9 @@ class SubjectLayers(nn.Module):
     # -- use -------------------------------------------------------------------------------------------
     def encode_demos(self, unet: nn.Module, images: torch.Tensor, caption_embeds: torch.Tensor,
                      caption_mask: torch.Tensor | None = None, demo_mask: torch.Tensor | None = None,
-                     timestep: int | float | torch.Tensor | None = None) -> DemoContext:
+                     timestep: int | float | torch.Tensor | None = None, mask_captions: bool = False) -> DemoContext:
         t = self.config.demo_timestep if timestep is None else timestep
-        return self.demo_encoder(unet, images, caption_embeds, caption_mask, demo_mask, t)
+        return self.demo_encoder(unet, images, caption_embeds, caption_mask, demo_mask, t, mask_captions)
 
     def gates(self) -> dict[str, float]:
         return {p: self.processor(p).gate.detach().item() for p in self.paths}

@@ -110,7 +110,7 @@ class SuTILoadingMixin:
         if model is not None:
             try:
                 pipe.suti_config = SuTIConfig.from_dict(model)
-            except Exception as e:  # provenance only; the weights loaded fine
+            except Exception as e:  # the weights loaded fine, but the config also sets text.mask_padding
                 raise ModelLoadError(f"invalid model config in {SUBJECT_DIR}/{CONFIG_NAME}: {e}") from None
         return pipe
 

@@ -104,9 +104,14 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
         return dict(images=images, caption_embeds=states.view(B, N, *states.shape[1:]),
                     caption_mask=mask.view(B, N, -1), demo_mask=demo_mask)
 
+    @property
+    def mask_padding(self) -> bool:
+        """Whether the UNet's cross-attention skips text padding (the model's `text.mask_padding`)."""
+        return bool(self.suti_config is not None and self.suti_config.text.mask_padding)
+
     def encode_demos(self, demos: dict[str, torch.Tensor], timestep: int | float | torch.Tensor) -> DemoContext:
         return self.subject.encode_demos(self.unet, demos["images"], demos["caption_embeds"], demos["caption_mask"],
-                                         demos["demo_mask"], timestep=timestep)
+                                         demos["demo_mask"], timestep=timestep, mask_captions=self.mask_padding)
 
     @torch.no_grad()
     def encode_subject(self, subject_images: Any, subject_captions: list[str] | None = None) -> DemoContext:
@@ -267,8 +272,10 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
         cond = cond.repeat_interleave(n_img, dim=0)  # (B, L, D)
         uncond, uncond_mask = self.encode_text([""])
         uncond = uncond.expand_as(cond)  # (B, L, D)
-        cond_pool = pooled_text(self.unet, cond, cond_mask.repeat_interleave(n_img, dim=0))  # (B, D) or None
-        uncond_pool = pooled_text(self.unet, uncond, uncond_mask.expand(cond.shape[:2]))  # (B, D) or None
+        cond_mask = cond_mask.repeat_interleave(n_img, dim=0)  # (B, L) True = a real token
+        uncond_mask = uncond_mask.expand(cond.shape[:2])  # (B, L)
+        cond_pool = pooled_text(self.unet, cond, cond_mask)  # (B, D) or None
+        uncond_pool = pooled_text(self.unet, uncond, uncond_mask)  # (B, D) or None
 
         # 3. encode demos ONCE (cached for every step) unless re-encoding per step was asked for
         demos, ctx = None, None
@@ -308,7 +315,9 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
                     demo_in = demo_in.cached(kv_cache)
                 states = (text_in, demo_in)
             labels = None if cond_pool is None else torch.cat([cond_pool if p.text else uncond_pool for p in passes])
-            pred = self.unet(x_in, t, encoder_hidden_states=states, class_labels=labels).sample  # (P*B, C, s, s)
+            keep = torch.cat([cond_mask if p.text else uncond_mask for p in passes]) if self.mask_padding else None
+            pred = self.unet(x_in, t, encoder_hidden_states=states, class_labels=labels,
+                             encoder_attention_mask=keep).sample  # (P*B, C, s, s)
             pred = combine(pred, passes)  # (B, C, s, s)
             latents = self.scheduler.step(pred, t, latents, **step_kwargs).prev_sample
 

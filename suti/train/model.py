@@ -86,6 +86,7 @@ class TrainModule(nn.Module):
         self.vae = pipe.vae
         self.scheduler = pipe.scheduler
         self.pad_id = pipe.tokenizer.pad_token_id
+        self.mask_padding = pipe.mask_padding  # cross-attention skips text padding (TextConfig.mask_padding)
         self.prediction_type = pipe.scheduler.config.prediction_type
         self.register_buffer("alphas_cumprod", pipe.scheduler.alphas_cumprod.clone().float(), persistent=False)
         self.set_trainable(recipe)
@@ -134,15 +135,19 @@ class TrainModule(nn.Module):
         x = x.view(B, N, *x.shape[1:])  # (B, N, C, s, s)
         caps = self.encode_text(demo_ids.flatten(0, 1))  # (B*N, L, D)
         caps = caps.view(B, N, *caps.shape[1:])  # (B, N, L, D)
-        ctx = self.subject.encode_demos(self.unet, x, caps, demo_ids != self.pad_id, demo_mask)
+        ctx = self.subject.encode_demos(self.unet, x, caps, demo_ids != self.pad_id, demo_mask,
+                                        mask_captions=self.mask_padding)
         return ctx.with_weight(demo_weight)  # (B, N*T, D)
 
     def denoise(self, x_t: torch.Tensor, timesteps: torch.Tensor, text_ids: torch.Tensor,
                 demos: DemoContext | None = None) -> torch.Tensor:
         text = self.encode_text(text_ids)  # (B, L, D)
         states = text if demos is None else (text, demos)
-        labels = pooled_text(self.unet, text, text_ids != self.pad_id)  # (B, D), or None
-        return self.unet(x_t, timesteps, encoder_hidden_states=states, class_labels=labels).sample  # (B, C, s, s)
+        real = text_ids != self.pad_id  # (B, L) True = a real token
+        labels = pooled_text(self.unet, text, real)  # (B, D), or None
+        keep = real if self.mask_padding else None
+        return self.unet(x_t, timesteps, encoder_hidden_states=states, class_labels=labels,
+                         encoder_attention_mask=keep).sample  # (B, C, s, s)
 
     def noisy(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         a = self.alphas_cumprod[t].view(-1, 1, 1, 1)
