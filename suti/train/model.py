@@ -135,8 +135,11 @@ class TrainModule(nn.Module):
         x = x.view(B, N, *x.shape[1:])  # (B, N, C, s, s)
         caps = self.encode_text(demo_ids.flatten(0, 1))  # (B*N, L, D)
         caps = caps.view(B, N, *caps.shape[1:])  # (B, N, L, D)
-        ctx = self.subject.encode_demos(self.unet, x, caps, demo_ids != self.pad_id, demo_mask,
-                                        mask_captions=self.mask_padding)
+        # rows whose demos are dropped (weight 0) add nothing to the output and get no gradient, so their
+        # demos are not run through the UNet at all (the same loss, ~20 % less demo encoding)
+        used = demo_mask.bool() & (demo_weight != 0)[:, None]  # (B, N)
+        ctx = self.subject.encode_demos(self.unet, x, caps, demo_ids != self.pad_id,
+                                        used if bool(used.any()) else demo_mask, mask_captions=self.mask_padding)
         return ctx.with_weight(demo_weight)  # (B, N*T, D)
 
     def denoise(self, x_t: torch.Tensor, timesteps: torch.Tensor, text_ids: torch.Tensor,
