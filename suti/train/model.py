@@ -136,7 +136,8 @@ class TrainModule(nn.Module):
         caps = self.encode_text(demo_ids.flatten(0, 1))  # (B*N, L, D)
         caps = caps.view(B, N, *caps.shape[1:])  # (B, N, L, D)
         # rows whose demos are dropped (weight 0) add nothing to the output and get no gradient, so their
-        # demos are not run through the UNet at all (the same loss, ~20 % less demo encoding)
+        # demos are not run through the UNet at all (the same loss, ~20 % less demo encoding); a batch with
+        # every row dropped keeps its mask, since the UNet's attention cannot take an empty batch
         used = demo_mask.bool() & (demo_weight != 0)[:, None]  # (B, N)
         ctx = self.subject.encode_demos(self.unet, x, caps, demo_ids != self.pad_id,
                                         used if bool(used.any()) else demo_mask, mask_captions=self.mask_padding)
