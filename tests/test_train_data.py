@@ -245,3 +245,30 @@ def test_weighted_loss_is_the_plain_mse_at_weight_one_and_follows_the_weights():
     torch.manual_seed(0)
     weighted = module(**b, noise=noise, timesteps=t, target_weight=left)
     assert not torch.allclose(weighted, plain)
+
+
+def test_apprentice_target_mix_sets_the_recolour_and_style_shares():
+    import numpy as np
+
+    from suti.world import allowed_recolors, sample_context
+
+    recipe = load_recipe("apprentice_tiny")
+
+    def contexts(**mix):
+        r = dataclasses.replace(recipe, apprentice=dataclasses.replace(recipe.apprentice, **mix))
+        src, rng = make_source(r, _tokenize, 16), np.random.default_rng(3)
+        return src, [src.draw(rng) for _ in range(300)]
+
+    src, default = contexts()
+    rng = np.random.default_rng(3)  # the defaults draw what sample_context's own defaults draw
+    s = src.subject(src.pool[int(rng.integers(len(src.pool)))])
+    assert (s, sample_context(rng, s, allowed_recolors(s, "train"))) == default[0][:2]
+    share = lambda draws, f: np.mean([f(ctx) for s, ctx, _ in draws if allowed_recolors(s, "train")])
+    recoloured, styled = (lambda c: c.recolor != ""), (lambda c: c.style != "photo")
+    assert 0.08 < share(default, recoloured) < 0.23 and 0.2 < share(default, styled) < 0.4
+    _, more = contexts(recolor_fraction=0.6, style_fraction=0.0)
+    assert 0.5 < share(more, recoloured) < 0.7 and share(more, styled) == 0.0
+    data = recipe.to_dict()
+    data["apprentice"]["recolor_fraction"] = 1.5
+    with pytest.raises(ConfigError, match="recolor_fraction"):
+        TrainRecipe.from_dict(data)

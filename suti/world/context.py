@@ -26,6 +26,7 @@ ROTATIONS: tuple[int, ...] = (0, 30, -30, 90, 180)  # degrees, counter-clockwise
 SCALES: tuple[str, ...] = ("normal", "small", "large")
 POSITIONS: tuple[str, ...] = ("center", "left", "right")
 N_VARIANTS = 4
+RECOLOR_P, STYLE_P = 0.15, 0.3  # sample_context's mix: chances of a recolour and of a non-photo style
 SKILLS: tuple[str, ...] = ("recontextualization", "stylization", "attribute", "accessorization", "view")
 
 
@@ -124,21 +125,24 @@ def sample_context(
     subject: Subject,
     recolors: tuple[str, ...] | None = None,
     styles: tuple[str, ...] = STYLES,
+    recolor_p: float = RECOLOR_P,
+    style_p: float = STYLE_P,
 ) -> Context:
     """A random context mixing skills, for datasets.
 
     `recolors` limits the recolour targets (the split rules pass the allowed ones); the subject's
-    own colour is never a target. `styles` limits the styles drawn.
+    own colour is never a target. `styles` limits the styles drawn. `recolor_p` and `style_p` are the
+    chances of a recolour and of a non-photo style (defaults: the datasets' mix).
     """
     for s in styles:
         _check("style", s, STYLES)
     targets = [c for c in (recolors if recolors is not None else tuple(COLORS)) if c != subject.color]
     scene = SCENES[draw_index(rng, len(SCENES), 1)] if rng.random() < 0.75 else "plain"
     style = "photo"
-    if "photo" not in styles or (rng.random() < 0.3 and len(styles) > 1):
+    if "photo" not in styles or (rng.random() < style_p and len(styles) > 1):
         non_photo = [s for s in styles if s != "photo"] or list(styles)
         style = non_photo[draw_index(rng, len(non_photo))]
-    recolor = targets[draw_index(rng, len(targets))] if targets and rng.random() < 0.15 else ""
+    recolor = targets[draw_index(rng, len(targets))] if targets and rng.random() < recolor_p else ""
     accessory = ACCESSORIES[draw_index(rng, len(ACCESSORIES))] if rng.random() < 0.25 else ""
     rotation = ROTATIONS[draw_index(rng, len(ROTATIONS), 1)] if rng.random() < 0.15 else 0
     flip = bool(rng.random() < 0.15)
