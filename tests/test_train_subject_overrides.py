@@ -87,3 +87,25 @@ def test_text_lr_scale_gives_the_text_encoder_its_own_learning_rate(kind):
     assert text_group[0]["base_lr"] == pytest.approx(5.0 * base_lr)
     with pytest.raises(ConfigError, match="text_lr_scale"):
         dataclasses.replace(recipe.optim, text_lr_scale=0.0).validate()
+
+
+def test_pool_size_override_keeps_every_weight_and_pools_the_demo_tokens(tmp_path):
+    from suti.train.model import build_pipeline
+
+    start = tiny_pipe(gate=0.5)
+    start.save_pretrained(tmp_path / "start")
+    recipe = dataclasses.replace(load_recipe("apprentice_tiny"), init_from=str(tmp_path / "start"),
+                                 subject_overrides=SubjectOverrides(pool_size=2))
+    pipe = build_pipeline(recipe)
+    assert pipe.subject.config.pool_size == 2 and pipe.suti_config.subject.pool_size == 2
+    old_sd, new_sd = start.subject.subject_state_dict(), pipe.subject.subject_state_dict()
+    assert old_sd.keys() == new_sd.keys()
+    assert all(torch.equal(new_sd[k], old_sd[k].to(new_sd[k].dtype)) for k in old_sd)
+    enc_old, enc_new = start.subject.demo_encoder, pipe.subject.demo_encoder
+    caption = 0 if not enc_new.caption_tokens else start.tokenizer.model_max_length
+    assert enc_new.tokens_per_demo(pipe.unet, caption) < enc_old.tokens_per_demo(start.unet, caption)
+    assert enc_new.tokens_per_demo(pipe.unet, caption) == 4 * len(enc_new.levels) + caption
+    assert not np.array_equal(run(pipe, "a red circle", demo_images(3), steps=2),
+                              run(start, "a red circle", demo_images(3), steps=2))
+    with pytest.raises(ConfigError, match="pool_size"):
+        SubjectOverrides(pool_size=0).validate()

@@ -211,12 +211,15 @@ class ValidationConfig:
 @dataclass
 class SubjectOverrides:
     """Change the subject layers of an `init_from` model (null = keep): weights whose name and shape
-    still fit are carried over, new attention blocks start zero-gated, new levels get fresh heads."""
+    still fit are carried over, new attention blocks start zero-gated, new levels get fresh heads.
+    `pool_size` pools every demo level to N x N tokens (no weight changes shape: the same heads read
+    fewer, averaged tokens, which makes demo attention cheaper)."""
 
     levels: Union[tuple[str, ...], None] = None
     attn_blocks: Union[tuple[str, ...], None] = None
     caption_tokens: Union[bool, None] = None
     positions: Union[bool, None] = None
+    pool_size: Union[int, None] = None
 
     def changes(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
