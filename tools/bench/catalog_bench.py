@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                      "loadavg_start": load0, "loadavg_end": os.getloadavg()[0],
                      "argv": list(sys.argv[1:] if argv is None else argv),
                      "embedder": "world CLIP (suti/eval/weights)",
-                     "note": "shared 2-core machine (another job on the other core); timings noisy"}  # fmt: skip
+                     "note": "wall-clock timings; loadavg_start / loadavg_end show other load on the machine"}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     brief = {k: v for k, v in report.items() if k != "reimagen"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -43,7 +44,8 @@ def measure(model_dir: Path, work: Path) -> dict:
         "full_estimate": {"items": n_full, "seconds_per_system": {n: round(v * scale[n] * n_full, 0)
                                                                   for n, v in per_image.items()},
                           "grading_seconds_per_system": round(grade_per_image * n_full, 0)},
-        "note": "shared 2-core machine; timings noisy; pipelines at the world preset, 32 px, DDIM",
+        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+        "note": "wall-clock timings; pipelines at the world preset, 32 px, DDIM",
     }  # fmt: skip
 
 

@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before": [round(v, 2) for v in load_before],
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9, 2),  # Linux: KiB
-        "note": "wall-clock timings on a shared 2-core machine (other jobs running): noisy",
+        "note": "wall-clock timings; load_average_before / _after show other load on the machine",
     }  # fmt: skip
     _write(args.out, result)
     print(f"wrote {args.out}")
