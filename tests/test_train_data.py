@@ -209,7 +209,7 @@ def test_shape_weight_marks_the_pixels_that_tell_the_shape_apart():
     s = make_subject(5)
     ctx = Context(scene="jungle")
     image, masks = source.render_target(s, ctx)
-    body, contrast = masks
+    body, contrast, _ = masks
     others = [render_layers(dataclasses.replace(s, shape=k), ctx, 32).body for k in SHAPES if k != s.shape]
     assert np.allclose(contrast, np.mean([np.abs(body - b) for b in others], axis=0))
     assert 0 < contrast.sum() < body.sum() and 0.0 <= contrast.min() and contrast.max() <= 1.0
@@ -222,6 +222,32 @@ def test_shape_weight_marks_the_pixels_that_tell_the_shape_apart():
     with pytest.raises(ConfigError, match="noise.shape_weight"):
         data = on.to_dict()
         data["noise"]["shape_weight"] = float("nan")
+        TrainRecipe.from_dict(data)
+
+
+def test_accessory_weight_marks_the_worn_accessory_and_nothing_when_none_is_worn():
+    import numpy as np
+
+    from suti.world import Context, make_subject
+    from suti.world.render import render_layers
+
+    recipe = load_recipe("apprentice_tiny")
+    on = dataclasses.replace(recipe, noise=dataclasses.replace(recipe.noise, accessory_weight=6.0))
+    source = make_source(on, _tokenize, 32)
+    s = make_subject(5)
+    _, hat = source.render_target(s, Context(accessory="hat"))
+    _, bare = source.render_target(s, Context())
+    assert np.array_equal(hat[2], render_layers(s, Context(accessory="hat"), 32).accessory)
+    assert hat[2].sum() > 0 and not bare[2].any()  # a hat is marked; nothing worn, nothing marked
+    assert (hat[2] * (1 - hat[0])).sum() > 0  # part of the hat lies outside the body that subject_weight marks
+    w = source.loss_weights([hat, bare])["target_weight"]  # (2, 1, 32, 32)
+    assert torch.allclose(w[0, 0], torch.from_numpy(1.0 + 5.0 * hat[2]))
+    assert torch.equal(w[1], torch.ones_like(w[1]))
+    b, plain = source.batch(2), make_source(recipe, _tokenize, 32).batch(2)
+    assert torch.equal(b["target"], plain["target"])  # the same pixels: the weighting changes the loss only
+    with pytest.raises(ConfigError, match="noise.accessory_weight"):
+        data = on.to_dict()
+        data["noise"]["accessory_weight"] = -1.0
         TrainRecipe.from_dict(data)
 
 

@@ -6,9 +6,10 @@ batches it would have seen, and two processes never see the same samples.
     source = make_source(recipe, tokenize, image_size)
     batch = source.batch(step, micro=0, rank=0)   # dict of tensors, see `Batch` below
 
-Batch keys: target (B, 3, S, S) in [-1, 1]; text_ids (B, L); with `noise.subject_weight` or
-`noise.shape_weight` != 1: target_weight (B, 1, S, S) per-pixel loss weights, 1 + (w - 1) x the subject's
-body coverage (grown by `noise.subject_margin` pixels) + (w_shape - 1) x its shape contrast;
+Batch keys: target (B, 3, S, S) in [-1, 1]; text_ids (B, L); with `noise.subject_weight`,
+`noise.shape_weight` or `noise.accessory_weight` != 1: target_weight (B, 1, S, S) per-pixel loss weights,
+1 + (w - 1) x the subject's body coverage (grown by `noise.subject_margin` pixels) + (w_shape - 1) x its
+shape contrast + (w_acc - 1) x its accessory's coverage;
 apprentice only: demos (B, N, 3, S, S), demo_ids (B, N, L), demo_mask (B, N) bool, demo_weight (B,)
 float (0 = demos dropped for that sample).
 """
@@ -74,29 +75,33 @@ class WorldSource:
 
     @property
     def weighted(self) -> bool:
-        return self.recipe.noise.subject_weight != 1.0 or self.recipe.noise.shape_weight != 1.0
+        noise = self.recipe.noise
+        return noise.subject_weight != 1.0 or noise.shape_weight != 1.0 or noise.accessory_weight != 1.0
 
     def render_target(self, s, ctx: Context) -> tuple[object, np.ndarray]:
-        """The oracle render (PIL; the same pixels as `render`) and its pixel maps (2, S, S): the subject's
-        body coverage and its shape contrast (zeros unless `noise.shape_weight` is on)."""
+        """The oracle render (PIL; the same pixels as `render`) and its pixel maps (3, S, S): the subject's
+        body coverage, its shape contrast (zeros unless `noise.shape_weight` is on) and the accessory's
+        coverage (zeros when nothing is worn)."""
         layers = render_layers(s, ctx, self.size)
         contrast = np.zeros_like(layers.body)
         if self.recipe.noise.shape_weight != 1.0:
             others = [render_layers(replace(s, shape=k), ctx, self.size).body for k in SHAPES if k != s.shape]
             contrast = np.mean([np.abs(layers.body - b) for b in others], axis=0)  # (S, S) in [0, 1]
-        return layers.to_pil(), np.stack([layers.body, contrast]).astype(np.float32)
+        return layers.to_pil(), np.stack([layers.body, contrast, layers.accessory]).astype(np.float32)
 
     def loss_weights(self, pixel_maps: list[np.ndarray | None]) -> dict[str, torch.Tensor]:
         """{"target_weight": (B, 1, S, S)} = 1 + (w - 1) * body + (w_shape - 1) * shape contrast
-        (no maps known, e.g. expert or photo targets: 1), or {} when nothing is weighted."""
+        + (w_acc - 1) * accessory (no maps known, e.g. expert or photo targets: 1), or {} when nothing is
+        weighted."""
         if not self.weighted:
             return {}
-        noise, zero = self.recipe.noise, np.zeros((2, self.size, self.size), np.float32)
-        maps = torch.from_numpy(np.stack([zero if p is None else p for p in pixel_maps]))  # (B, 2, S, S)
-        body, contrast = maps[:, :1], maps[:, 1:]  # (B, 1, S, S) each
+        noise, zero = self.recipe.noise, np.zeros((3, self.size, self.size), np.float32)
+        maps = torch.from_numpy(np.stack([zero if p is None else p for p in pixel_maps]))  # (B, 3, S, S)
+        body, contrast, accessory = maps[:, :1], maps[:, 1:2], maps[:, 2:]  # (B, 1, S, S) each
         if m := noise.subject_margin:
             body = torch.nn.functional.max_pool2d(body, 2 * m + 1, stride=1, padding=m)  # (B, 1, S, S) grown
-        return {"target_weight": 1.0 + (noise.subject_weight - 1.0) * body + (noise.shape_weight - 1.0) * contrast}
+        weight = 1.0 + (noise.subject_weight - 1.0) * body + (noise.shape_weight - 1.0) * contrast
+        return {"target_weight": weight + (noise.accessory_weight - 1.0) * accessory}  # (B, 1, S, S)
 
     def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:
         rng = step_rng(self.seed, step, micro, rank)

@@ -108,6 +108,10 @@ class NoiseConfig:
     # (the outline's tips, notches and lobes). 1 = off. The shape is what the subject word decides and
     # the plain or subject-weighted loss barely rewards: it lives on a thin band of the frame.
     shape_weight: float = 1.0
+    # Extra loss weight of the accessory's pixels (the renderer's accessory coverage: a hat above the
+    # outline, glasses across it). 1 = off. A worn accessory is a few pixels at 32 px, and a hat lies
+    # outside the body that `subject_weight` marks, so the plain loss barely notices a missing one.
+    accessory_weight: float = 1.0
 
     def validate(self, name: str = "noise") -> None:
         _fraction(f"{name}.high_noise_fraction", self.high_noise_fraction)
@@ -116,6 +120,7 @@ class NoiseConfig:
             raise ConfigError(f"{name}.high_noise_from: must be >= 0, got {self.high_noise_from!r}")
         _positive(f"{name}.subject_weight", self.subject_weight)
         _positive(f"{name}.shape_weight", self.shape_weight)
+        _positive(f"{name}.accessory_weight", self.accessory_weight)
         if isinstance(self.subject_margin, bool) or not isinstance(self.subject_margin, int) \
                 or not 0 <= self.subject_margin <= 8:
             raise ConfigError(f"{name}.subject_margin: must be an integer 0-8 (pixels), got {self.subject_margin!r}")
