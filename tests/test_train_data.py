@@ -290,10 +290,13 @@ def test_apprentice_target_mix_sets_the_recolour_and_style_shares():
     s = src.subject(src.pool[int(rng.integers(len(src.pool)))])
     assert (s, sample_context(rng, s, allowed_recolors(s, "train"))) == default[0][:2]
     share = lambda draws, f: np.mean([f(ctx) for s, ctx, _ in draws if allowed_recolors(s, "train")])
-    recoloured, styled = (lambda c: c.recolor != ""), (lambda c: c.style != "photo")
+    recoloured, styled, worn = (lambda c: c.recolor != ""), (lambda c: c.style != "photo"), (lambda c: c.accessory != "")
     assert 0.08 < share(default, recoloured) < 0.23 and 0.2 < share(default, styled) < 0.4
-    _, more = contexts(recolor_fraction=0.6, style_fraction=0.0)
-    assert 0.5 < share(more, recoloured) < 0.7 and share(more, styled) == 0.0
+    assert 0.18 < share(default, worn) < 0.32
+    _, more = contexts(recolor_fraction=0.6, style_fraction=0.0, accessory_fraction=0.7)
+    assert 0.5 < share(more, recoloured) < 0.7 and share(more, styled) == 0.0 and 0.6 < share(more, worn) < 0.8
+    _, bare = contexts(accessory_fraction=0.0)
+    assert share(bare, worn) == 0.0
     data = recipe.to_dict()
     data["apprentice"]["recolor_fraction"] = 1.5
     with pytest.raises(ConfigError, match="recolor_fraction"):

@@ -26,7 +26,7 @@ ROTATIONS: tuple[int, ...] = (0, 30, -30, 90, 180)  # degrees, counter-clockwise
 SCALES: tuple[str, ...] = ("normal", "small", "large")
 POSITIONS: tuple[str, ...] = ("center", "left", "right")
 N_VARIANTS = 4
-RECOLOR_P, STYLE_P = 0.15, 0.3  # sample_context's mix: chances of a recolour and of a non-photo style
+RECOLOR_P, STYLE_P, ACCESSORY_P = 0.15, 0.3, 0.25  # sample_context's mix: chances of a recolour, a non-photo style, a worn accessory
 SKILLS: tuple[str, ...] = ("recontextualization", "stylization", "attribute", "accessorization", "view")
 
 
@@ -127,12 +127,14 @@ def sample_context(
     styles: tuple[str, ...] = STYLES,
     recolor_p: float = RECOLOR_P,
     style_p: float = STYLE_P,
+    accessory_p: float = ACCESSORY_P,
 ) -> Context:
     """A random context mixing skills, for datasets.
 
     `recolors` limits the recolour targets (the split rules pass the allowed ones); the subject's
-    own colour is never a target. `styles` limits the styles drawn. `recolor_p` and `style_p` are the
-    chances of a recolour and of a non-photo style (defaults: the datasets' mix).
+    own colour is never a target. `styles` limits the styles drawn. `recolor_p`, `style_p` and
+    `accessory_p` are the chances of a recolour, of a non-photo style and of a worn accessory (defaults:
+    the datasets' mix).
     """
     for s in styles:
         _check("style", s, STYLES)
@@ -143,7 +145,7 @@ def sample_context(
         non_photo = [s for s in styles if s != "photo"] or list(styles)
         style = non_photo[draw_index(rng, len(non_photo))]
     recolor = targets[draw_index(rng, len(targets))] if targets and rng.random() < recolor_p else ""
-    accessory = ACCESSORIES[draw_index(rng, len(ACCESSORIES))] if rng.random() < 0.25 else ""
+    accessory = ACCESSORIES[draw_index(rng, len(ACCESSORIES))] if rng.random() < accessory_p else ""
     rotation = ROTATIONS[draw_index(rng, len(ROTATIONS), 1)] if rng.random() < 0.15 else 0
     flip = bool(rng.random() < 0.15)
     scale = SCALES[draw_index(rng, len(SCALES), 1)] if rng.random() < 0.15 else "normal"
