@@ -7,7 +7,8 @@ at timestep t on the same noised frames (`--draws` noise draws of a mid-grey fra
 and reports the mean absolute change of the predicted x0 in grey levels (0-255), over the centre
 12x12 px (where the subject is drawn at the default size) and over the rest of the frame. A model that
 has learned a word moves the prediction where that word acts: colour, shape and pattern words at the
-centre, scene words at the border. This is a diagnosis of what a model listens to, not a quality score.
+centre, scene words at the border, accessory words (a hat above the body, glasses on it) at the centre's
+edge. This is a diagnosis of what a model listens to, not a quality score.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from tools.bench import emit_json
 
 BASE_PROMPT = "a photo of a red dotted flower"
 SWAPS = (("colour", "red", "green"), ("shape", "flower", "star"), ("pattern", "dotted", "striped"),
-         ("scene", "flower", "flower on the beach"))  # fmt: skip
+         ("scene", "flower", "flower on the beach"), ("hat", "flower", "flower wearing a hat"),
+         ("glasses", "flower", "flower wearing glasses"))  # fmt: skip
 CENTRE = 12  # px: the centre square, at 32 px the subject's body at the default size
 
 
