@@ -293,10 +293,13 @@ def test_apprentice_target_mix_sets_the_recolour_and_style_shares():
     recoloured, styled, worn = (lambda c: c.recolor != ""), (lambda c: c.style != "photo"), (lambda c: c.accessory != "")
     assert 0.08 < share(default, recoloured) < 0.23 and 0.2 < share(default, styled) < 0.4
     assert 0.18 < share(default, worn) < 0.32
-    _, more = contexts(recolor_fraction=0.6, style_fraction=0.0, accessory_fraction=0.7)
+    turned = lambda c: c.rotation != 0  # noqa: E731
+    assert 0.08 < share(default, turned) < 0.23
+    _, more = contexts(recolor_fraction=0.6, style_fraction=0.0, accessory_fraction=0.7, view_fraction=0.5)
     assert 0.5 < share(more, recoloured) < 0.7 and share(more, styled) == 0.0 and 0.6 < share(more, worn) < 0.8
-    _, bare = contexts(accessory_fraction=0.0)
-    assert share(bare, worn) == 0.0
+    assert 0.4 < share(more, turned) < 0.6 and 0.4 < share(more, lambda c: c.flip) < 0.6
+    _, bare = contexts(accessory_fraction=0.0, view_fraction=0.0)
+    assert share(bare, worn) == 0.0 and share(bare, turned) == 0.0 and share(bare, lambda c: c.scale != "normal") == 0.0
     data = recipe.to_dict()
     data["apprentice"]["recolor_fraction"] = 1.5
     with pytest.raises(ConfigError, match="recolor_fraction"):

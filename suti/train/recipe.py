@@ -19,7 +19,7 @@ from typing import Any, Union
 
 from suti.errors import ConfigError
 from suti.models.config import _from_dict  # the typed JSON reader shared with the model configs
-from suti.world.context import ACCESSORY_P, RECOLOR_P, STYLE_P
+from suti.world.context import ACCESSORY_P, RECOLOR_P, STYLE_P, VIEW_P
 
 KINDS = ("base", "dreambooth", "apprentice")
 PRECISIONS = ("auto", "no", "fp16", "bf16")
@@ -182,11 +182,12 @@ class ApprenticeConfig:
     # nothing worn, the first on the plain background and the others on random scenes.
     demo_contexts: str = "any"
     # The targets' mix: chances that a target is recoloured (the prompt names a colour the demos do not
-    # show), drawn in a non-photo style and wearing an accessory (which photo demos never wear). The
-    # defaults are the base recipe's mix.
+    # show), drawn in a non-photo style, wearing an accessory, and of each view change (turned, mirrored,
+    # resized, moved; photo demos show none of these). The defaults are the base recipe's mix.
     recolor_fraction: float = RECOLOR_P
     style_fraction: float = STYLE_P
     accessory_fraction: float = ACCESSORY_P
+    view_fraction: float = VIEW_P
 
     def validate(self, name: str = "apprentice") -> None:
         if self.demo_contexts not in DEMO_CONTEXTS:
@@ -194,7 +195,7 @@ class ApprenticeConfig:
         if not 1 <= self.min_demos <= self.max_demos <= 8:
             raise ConfigError(f"{name}: need 1 <= min_demos <= max_demos <= 8, got {self.min_demos}, {self.max_demos}")
         for f in ("demo_dropout", "all_dropout", "prompt_dropout", "expert_fraction", "recolor_fraction", "style_fraction",
-                  "accessory_fraction"):
+                  "accessory_fraction", "view_fraction"):
             _fraction(f"{name}.{f}", getattr(self, f))
         if self.demo_dropout + self.all_dropout + self.prompt_dropout > 1.0:
             raise ConfigError(f"{name}: demo_dropout + all_dropout + prompt_dropout must be <= 1")

@@ -26,7 +26,9 @@ ROTATIONS: tuple[int, ...] = (0, 30, -30, 90, 180)  # degrees, counter-clockwise
 SCALES: tuple[str, ...] = ("normal", "small", "large")
 POSITIONS: tuple[str, ...] = ("center", "left", "right")
 N_VARIANTS = 4
-RECOLOR_P, STYLE_P, ACCESSORY_P = 0.15, 0.3, 0.25  # sample_context's mix: chances of a recolour, a non-photo style, a worn accessory
+# sample_context's mix: chances of a recolour, a non-photo style, a worn accessory, and of each view change
+# (rotation, flip, scale, position: drawn independently)
+RECOLOR_P, STYLE_P, ACCESSORY_P, VIEW_P = 0.15, 0.3, 0.25, 0.15
 SKILLS: tuple[str, ...] = ("recontextualization", "stylization", "attribute", "accessorization", "view")
 
 
@@ -128,13 +130,14 @@ def sample_context(
     recolor_p: float = RECOLOR_P,
     style_p: float = STYLE_P,
     accessory_p: float = ACCESSORY_P,
+    view_p: float = VIEW_P,
 ) -> Context:
     """A random context mixing skills, for datasets.
 
     `recolors` limits the recolour targets (the split rules pass the allowed ones); the subject's
-    own colour is never a target. `styles` limits the styles drawn. `recolor_p`, `style_p` and
-    `accessory_p` are the chances of a recolour, of a non-photo style and of a worn accessory (defaults:
-    the datasets' mix).
+    own colour is never a target. `styles` limits the styles drawn. `recolor_p`, `style_p`, `accessory_p`
+    and `view_p` are the chances of a recolour, of a non-photo style, of a worn accessory and of each of
+    the four view changes (defaults: the datasets' mix).
     """
     for s in styles:
         _check("style", s, STYLES)
@@ -146,9 +149,9 @@ def sample_context(
         style = non_photo[draw_index(rng, len(non_photo))]
     recolor = targets[draw_index(rng, len(targets))] if targets and rng.random() < recolor_p else ""
     accessory = ACCESSORIES[draw_index(rng, len(ACCESSORIES))] if rng.random() < accessory_p else ""
-    rotation = ROTATIONS[draw_index(rng, len(ROTATIONS), 1)] if rng.random() < 0.15 else 0
-    flip = bool(rng.random() < 0.15)
-    scale = SCALES[draw_index(rng, len(SCALES), 1)] if rng.random() < 0.15 else "normal"
-    position = POSITIONS[draw_index(rng, len(POSITIONS), 1)] if rng.random() < 0.15 else "center"
+    rotation = ROTATIONS[draw_index(rng, len(ROTATIONS), 1)] if rng.random() < view_p else 0
+    flip = bool(rng.random() < view_p)
+    scale = SCALES[draw_index(rng, len(SCALES), 1)] if rng.random() < view_p else "normal"
+    position = POSITIONS[draw_index(rng, len(POSITIONS), 1)] if rng.random() < view_p else "center"
     variant = draw_index(rng, N_VARIANTS)
     return Context(scene, style, recolor, accessory, rotation, flip, scale, position, variant)
