@@ -57,7 +57,6 @@ class DemoContext:
     kv_cache: dict | None = field(default=None, repr=False, compare=False)
     _rows: tuple | None = field(default=None, init=False, repr=False, compare=False)  # active_rows(), once
 
-
     def __post_init__(self) -> None:
         if self.tokens.ndim != 3:
             raise InputError(f"demo tokens must be (B, M, D), got shape {tuple(self.tokens.shape)}")
