@@ -26,7 +26,6 @@ from suti.errors import ConfigError
 from suti.train.recipe import TrainRecipe
 from suti.world import (SCENES, SHAPES, Context, allowed_recolors, caption, make_subject, render, sample_context,
                         split_of)
-from suti.world.context import ACCESSORY_P, RECOLOR_P, STYLE_P, VIEW_P
 from suti.world.render import render_layers
 
 Tokenize = Callable[[list[str]], torch.Tensor]  # texts -> (n, L) token ids
@@ -63,13 +62,11 @@ class WorldSource:
             self._subjects[sid] = make_subject(sid, self.world_seed)
         return self._subjects[sid]
 
-    # the targets' mix (the apprentice recipe may set its own)
-    recolor_p, style_p, accessory_p, view_p = RECOLOR_P, STYLE_P, ACCESSORY_P, VIEW_P
+    mix: dict = {}  # sample_context's mix keywords (recolor_p, ...); empty = its defaults, the datasets' mix
 
     def draw(self, rng: np.random.Generator) -> tuple[object, Context, str]:
         s = self.subject(self.pool[int(rng.integers(len(self.pool)))])
-        ctx = sample_context(rng, s, allowed_recolors(s, "train"), recolor_p=self.recolor_p, style_p=self.style_p,
-                             accessory_p=self.accessory_p, view_p=self.view_p)
+        ctx = sample_context(rng, s, allowed_recolors(s, "train"), **self.mix)
         return s, ctx, caption(s, ctx, rng)
 
     def text_dropped(self, rng: np.random.Generator, text: str) -> str:
@@ -191,8 +188,8 @@ class ApprenticeSource(WorldSource):
         if cfg.max_demos > max_slots:
             raise ConfigError(f"apprentice.max_demos={cfg.max_demos} exceeds the model's subject.max_demos={max_slots}")
         self.experts = ExpertTargets(cfg.expert_dataset, image_size) if cfg.expert_fraction > 0 else None
-        self.recolor_p, self.style_p = cfg.recolor_fraction, cfg.style_fraction
-        self.accessory_p, self.view_p = cfg.accessory_fraction, cfg.view_fraction
+        self.mix = dict(recolor_p=cfg.recolor_fraction, style_p=cfg.style_fraction,
+                        accessory_p=cfg.accessory_fraction, view_p=cfg.view_fraction)
 
     def batch(self, step: int, micro: int = 0, rank: int = 0) -> Batch:
         rng = step_rng(self.seed, step, micro, rank)
