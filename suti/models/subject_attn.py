@@ -55,7 +55,6 @@ class DemoContext:
     # Demo keys/values of each subject layer, kept across the denoising steps of ONE sampling call whose
     # demo tokens stay fixed (the pipeline makes it; see `SubjectAttnProcessor.demo_keys`). None: no caching.
     kv_cache: dict | None = field(default=None, repr=False, compare=False)
-    _rows: tuple | None = field(default=None, init=False, repr=False, compare=False)  # active_rows(), once
 
     def __post_init__(self) -> None:
         if self.tokens.ndim != 3:
@@ -74,15 +73,6 @@ class DemoContext:
         Only for a sampling loop under `torch.no_grad()` where every step passes the same demo tokens
         with the same per-row weights pattern; a new call needs a new dict."""
         return replace(self, kv_cache=cache)
-
-    def active_rows(self) -> tuple[torch.Tensor, tuple[int, ...]]:
-        """Indices of the samples that attend to demos (a real token and a non-zero weight), as a tensor
-        (R,) and a tuple; computed once per context (mask and weight are fixed once it is built)."""
-        if self._rows is None:
-            live = self.full_mask().any(dim=1) & (self.full_weight() != 0)  # (B,)
-            rows = live.nonzero().squeeze(1)  # (R,)
-            self._rows = (rows, tuple(rows.tolist()))
-        return self._rows
 
     @property
     def batch_size(self) -> int:
@@ -220,12 +210,12 @@ class SubjectAttnProcessor(nn.Module):
             raise InputError(f"demo batch ({demo.batch_size}) does not match the UNet batch ({B})")
         # Only rows with demos and a non-zero demo weight attend; the others (the unconditional and
         # text-only guidance passes, dropped demos) add exactly 0, so they are not computed at all.
-        rows, row_key = demo.active_rows()  # (R,)
-        R = len(row_key)
-        if R == 0:
+        weight = demo.full_weight()  # (B,)
+        mask = demo.full_mask()  # (B, M)
+        rows = (mask.any(dim=1) & (weight != 0)).nonzero().squeeze(1)  # (R,)
+        if rows.numel() == 0:
             return torch.zeros_like(hidden_states)
-        if R < B:
-            x = x[rows]  # (R, L, C)
+        x, mask, R = x[rows], mask[rows], rows.numel()  # (R, L, C), (R, M)
 
         q = attn.to_q(x)  # (R, L, inner)
         inner = q.shape[-1]
@@ -233,37 +223,35 @@ class SubjectAttnProcessor(nn.Module):
         q = q.view(R, -1, attn.heads, hd).transpose(1, 2)  # (R, H, L, hd)
         if attn.norm_q is not None:
             q = attn.norm_q(q)
-        cache = demo.kv_cache if demo.kv_cache is not None and not torch.is_grad_enabled() else None
-        k, v, keep, scale = self.demo_keys(attn, demo, rows, row_key, x.dtype, cache)  # (R, H, M, hd[+4]) each
+        k, v = self.demo_keys(attn, demo, rows, x.dtype)  # (R, H, M, hd[+4]) each
+
+        # no padding (the usual case: every demo set of the same size) -> no mask, so SDPA can take its
+        # fused CPU kernel instead of the masked math path (softmax + bmm, ~2x slower here)
+        keep = None if bool(mask.all()) else mask[:, None, None, :]  # (R, 1, 1, M)
         if self.locality is not None:  # k, v already carry the 4 place dims (v as zero padding)
-            q = self.query_with_locality(q, cache)  # (R, H, L, hd + 4)
+            q = self.query_with_locality(q)  # (R, H, L, hd + 4)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, scale=1.0)[..., :hd]  # (R, H, L, hd)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)  # (R, H, L, hd)
         y = y.transpose(1, 2).reshape(R, L, inner).to(v.dtype)  # (R, L, inner)
         y = attn.to_out[1](F.linear(y, attn.to_out[0].weight))  # shared output map; its bias stays in `out`
-        y = y * scale.to(y.dtype)  # (R, L, C_out)
+        y = y * (torch.tanh(self.gate) * weight[rows].to(y.dtype)).view(R, 1, 1)  # (R, L, C_out)
         if R < B:
             y = y.new_zeros((B, *y.shape[1:])).index_copy(0, rows, y)  # (B, L, C_out), 0 on rows without demos
         if spatial:
             y = y.transpose(-1, -2).reshape(b, c, h, w)
         return y / attn.rescale_output_factor
 
-    def demo_keys(self, attn, demo: DemoContext, rows: torch.Tensor, row_key: tuple[int, ...], dtype: torch.dtype,
-                  cache: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """For the demo tokens of `rows`: keys and values (R, H, M, hd), or (R, H, M, hd + 4) with places;
-        the SDPA mask (R, 1, 1, M), None without padding; the output scale tanh(gate) * weight (R, 1, 1).
+    def demo_keys(self, attn, demo: DemoContext, rows: torch.Tensor,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (R, H, M, hd), or (R, H, M, hd + 4) with places, of the demo tokens of `rows`.
 
-        With a `cache` (the context's `kv_cache`, never under autograd) they are computed at the first step
-        and reused after: the demo tokens of a sampling call are fixed, only the queries change per step."""
-        key = (id(self), row_key)
-        if cache is not None and key in cache:
+        With a `demo.kv_cache` and no autograd they are computed at the first step and reused after:
+        the demo tokens of a sampling call are fixed, so only the queries change from step to step."""
+        cache = demo.kv_cache if demo.kv_cache is not None and not torch.is_grad_enabled() else None
+        key = (id(self), tuple(rows.tolist())) if cache is not None else None
+        if key is not None and key in cache:
             return cache[key]
-        mask = demo.full_mask()[rows]  # (R, M)
-        # no padding (the usual case: every demo set of the same size) -> no mask, so SDPA can take its
-        # fused CPU kernel instead of the masked math path (softmax + bmm, ~2x slower here)
-        keep = None if bool(mask.all()) else mask[:, None, None, :]  # (R, 1, 1, M)
-        scale = (torch.tanh(self.gate) * demo.full_weight()[rows]).view(-1, 1, 1)  # (R, 1, 1)
         ctx = demo.tokens[rows].to(dtype)  # (R, M, D)
         if attn.norm_cross:
             ctx = attn.norm_encoder_hidden_states(ctx)
@@ -278,31 +266,25 @@ class SubjectAttnProcessor(nn.Module):
         if self.locality is not None:
             k = self.key_with_locality(k, demo.full_positions()[rows].to(k.dtype))  # (R, H, M, hd + 4)
             v = F.pad(v, (0, 4))  # (R, H, M, hd + 4): equal head dims let SDPA use its fused kernel
-        if cache is not None:
-            cache[key] = (k, v, keep, scale)
-        return k, v, keep, scale
+        if key is not None:
+            cache[key] = (k, v)
+        return k, v
 
     # Locality bias as 4 extra dims per head: q' = [q/sqrt(d), α(2x, 2y, −1, |p_q|²)], k' = [k, (x, y, |p_k|², 0)]
     # for a key with a place and k' = [k, (0, 0, 0, 1)] without; then q'·k' = q·k/sqrt(d) − α|p_q − p_k|² + α|p_q|²
     # (with a place) or q·k/sqrt(d) + α|p_q|² (without), and the per-query constant α|p_q|² cancels in the softmax.
 
-    def query_with_locality(self, q: torch.Tensor, cache: dict | None = None) -> torch.Tensor:
-        """q (B, H, L, d) of a square L = side² map -> q' (B, H, L, d + 4). The place terms depend only on
-        L and the locality strengths, so a sampling `cache` keeps them across steps."""
+    def query_with_locality(self, q: torch.Tensor) -> torch.Tensor:
+        """q (B, H, L, d) of a square L = side² map -> q' (B, H, L, d + 4)."""
         B, H, L, d = q.shape
-        key = (id(self), "places", L, q.dtype)
-        q_extra = cache.get(key) if cache is not None else None
-        if q_extra is None:
-            side = math.isqrt(L)
-            if side * side != L:
-                raise InputError(f"demo positions need a square feature map, got {L} query tokens")
-            pq = grid_places(side, side, q.device)[:, :2].to(q.dtype)  # (L, 2) row-major, like the flattened map
-            alpha = (LOCALITY_SCALE * self.locality).to(q.dtype).view(1, H, 1, 1)  # (1, H, 1, 1)
-            sq = (pq * pq).sum(-1)  # (L,)
-            q_extra = torch.cat([2 * pq, -torch.ones_like(sq)[:, None], sq[:, None]], dim=-1)  # (L, 4)
-            q_extra = q_extra.view(1, 1, L, 4) * alpha  # (1, H, L, 4)
-            if cache is not None:
-                cache[key] = q_extra
+        side = math.isqrt(L)
+        if side * side != L:
+            raise InputError(f"demo positions need a square feature map, got {L} query tokens")
+        pq = grid_places(side, side, q.device)[:, :2].to(q.dtype)  # (L, 2) row-major, like the flattened map
+        alpha = (LOCALITY_SCALE * self.locality).to(q.dtype).view(1, H, 1, 1)  # (1, H, 1, 1)
+        sq = (pq * pq).sum(-1)  # (L,)
+        q_extra = torch.cat([2 * pq, -torch.ones_like(sq)[:, None], sq[:, None]], dim=-1)  # (L, 4)
+        q_extra = q_extra.view(1, 1, L, 4) * alpha  # (1, H, L, 4)
         return torch.cat([q * d ** -0.5, q_extra.expand(B, H, L, 4)], dim=-1)  # (B, H, L, d+4)
 
     @staticmethod

@@ -299,10 +299,8 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
         latents = latents * self.scheduler.init_noise_sigma  # (B, C, s, s)
         step_kwargs = self._step_kwargs(generator, eta)
 
-        # 6. denoise (the subject layers keep the demo keys/values of fixed demo tokens across steps, and
-        # each guidance plan's batched demo context is built once)
+        # 6. denoise (the subject layers keep the demo keys/values of fixed demo tokens across steps)
         kv_cache: dict = {}
-        plan_demos: dict = {}
         for i, t in enumerate(self.progress_bar(timesteps)):
             passes = plan_passes(guidance_mode, i, guidance_scale, subject_guidance_scale, ctx is not None or per_step)
             x_in = self.scheduler.scale_model_input(torch.cat([latents] * len(passes)), t)  # (P*B, C, s, s)
@@ -312,11 +310,9 @@ class SuTIPipeline(SuTILoadingMixin, DiffusionPipeline):
                 if per_step:
                     t_demo = t if demo_timestep == "current" else demo_timestep
                     ctx = self.encode_demos(demos, t_demo).repeat_interleave(n_img)  # (B, M, D)
-                demo_in = None if per_step else plan_demos.get(passes)
-                if demo_in is None:
-                    demo_in = DemoContext.cat([ctx.with_weight(1.0 if p.demo else 0.0) for p in passes])  # (P*B, M, D)
-                    if not per_step:
-                        demo_in = plan_demos[passes] = demo_in.cached(kv_cache)
+                demo_in = DemoContext.cat([ctx.with_weight(1.0 if p.demo else 0.0) for p in passes])  # (P*B, M, D)
+                if not per_step:
+                    demo_in = demo_in.cached(kv_cache)
                 states = (text_in, demo_in)
             labels = None if cond_pool is None else torch.cat([cond_pool if p.text else uncond_pool for p in passes])
             keep = torch.cat([cond_mask if p.text else uncond_mask for p in passes]) if self.mask_padding else None
