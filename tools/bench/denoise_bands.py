@@ -14,11 +14,10 @@ This is a diagnosis, not a quality score: the graders of `suti eval auto` are th
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tools.bench import emit_json
+from tools.bench import emit_or_fail
 
 DEFAULT_BANDS = (0, 200, 400, 600, 800, 1000)
 KEYS = ("x0_err_text", "x0_err_text_subj", "x0_err_demos", "x0_err_demos_subj")
@@ -69,18 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subjects", type=int, default=8, help="Held-out subjects in the batch.")
     p.add_argument("--batch", type=int, default=32, help="Frames in the batch (per band).")
     args = p.parse_args(argv)
-    from suti.errors import InputError, SutiError
+    from suti.errors import InputError
 
-    try:
+    def compute() -> dict:
         if args.subjects < 1 or args.batch < 1:
             raise InputError(f"--subjects and --batch must be >= 1, got {args.subjects} and {args.batch}")
         bands = parse_bands(args.bands)
-        result = {"bands": [f"{lo}-{hi}" for lo, hi in bands], "subjects": args.subjects, "batch": args.batch,
-                  "models": {m: band_errors(m, bands, args.subjects, args.batch) for m in args.model}}
-    except SutiError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return emit_json(result, args.out)
+        return {"bands": [f"{lo}-{hi}" for lo, hi in bands], "subjects": args.subjects, "batch": args.batch,
+                "models": {m: band_errors(m, bands, args.subjects, args.batch) for m in args.model}}
+
+    return emit_or_fail(compute, args.out)
 
 
 if __name__ == "__main__":

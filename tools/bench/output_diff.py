@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from tools.bench import emit_json
+from tools.bench import emit_or_fail
 
 
 def _rows(eval_dir: Path) -> list[dict]:
@@ -70,15 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--system", action="append", help="System to compare (repeat; default: all others).")
     p.add_argument("--out", type=Path, help="JSON file to write (default: print only).")
     args = p.parse_args(argv)
-    from suti.errors import SutiError
-
-    try:
-        result = {"eval_dir": args.eval_dir.name, "reference": args.reference,
-                  "systems": output_diffs(args.eval_dir, args.reference, args.system)}  # fmt: skip
-    except SutiError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return emit_json(result, args.out)
+    return emit_or_fail(lambda: {"eval_dir": args.eval_dir.name, "reference": args.reference,
+                                 "systems": output_diffs(args.eval_dir, args.reference, args.system)},
+                        args.out)  # fmt: skip
 
 
 if __name__ == "__main__":

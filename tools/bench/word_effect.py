@@ -14,10 +14,9 @@ edge. This is a diagnosis of what a model listens to, not a quality score.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from tools.bench import emit_json
+from tools.bench import emit_or_fail
 
 BASE_PROMPT = "a photo of a red dotted flower"
 SWAPS = (("colour", "red", "green"), ("shape", "flower", "star"), ("pattern", "dotted", "striped"),
@@ -76,15 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--t", type=int, default=850, help="Timestep of the probe (high noise: where prompts act).")
     p.add_argument("--draws", type=int, default=8, help="Noise draws averaged over.")
     args = p.parse_args(argv)
-    from suti.errors import SutiError
-
-    try:
-        result = {"base_prompt": BASE_PROMPT, "t": args.t, "draws": args.draws, "centre_px": CENTRE,
-                  "models": {m: word_effects(m, args.t, args.draws) for m in args.model}}  # fmt: skip
-    except SutiError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return emit_json(result, args.out)
+    return emit_or_fail(lambda: {"base_prompt": BASE_PROMPT, "t": args.t, "draws": args.draws, "centre_px": CENTRE,
+                                 "models": {m: word_effects(m, args.t, args.draws) for m in args.model}},
+                        args.out)  # fmt: skip
 
 
 if __name__ == "__main__":
