@@ -14,10 +14,11 @@ from PIL import Image
 
 from suti.errors import ConfigError, InputError
 from suti.eval.benchmark import BenchmarkConfig, build_benchmark
-from suti.eval.report import bootstrap_mean
+from suti.eval.report import asked_changes, bootstrap_mean
 from suti.eval.runner import run_benchmark
 from suti.eval.systems import NamedSystem, resolve_system
-from suti.world import SKILLS
+from suti.world import SKILLS, Context
+from tools.bench import field_shown
 
 SMALL = BenchmarkConfig(subjects=2, prompts_per_skill=1, images_per_prompt=1, steps=2)
 
@@ -107,6 +108,27 @@ def test_per_field_means_say_which_part_of_the_prompt_a_system_misses(eval_dir):
     graded = [r["fields"]["gt"]["shape"] for r in rows if "shape" in r["fields"]["gt"]]
     assert gt["shape"]["n"] == len(graded) and gt["shape"]["mean"] == pytest.approx(np.mean(graded), abs=1e-4)
     assert "P(prompted value shown), by field" in (out / "report.html").read_text()
+
+
+def test_asked_changes_name_what_departs_from_the_identity_context():
+    assert asked_changes(Context().to_dict()) == [("accessory:none", "accessory")]
+    ctx = Context(scene="grass", recolor="red", accessory="hat", rotation=90, flip=True, scale="small").to_dict()
+    assert asked_changes(ctx) == [("scene", "scene"), ("recolor", "color"), ("rotation", "pose"), ("flip", "pose"),
+                                  ("scale", "scale"), ("accessory:hat", "accessory")]  # fmt: skip
+
+
+def test_asked_changes_are_shown_by_ground_truth_not_by_a_copy(eval_dir, capsys):
+    out, results, _ = eval_dir
+    gt, copy, nan = (results["systems"][n]["asked"] for n in ("gt", "copy", "nan"))
+    assert "accessory:none" in gt and len(gt) >= 4 and set(nan) == set(gt)
+    for change, m in gt.items():
+        if change != "accessory:none":  # a copied demo wears nothing, as asked there
+            assert m["mean"] > copy[change]["mean"] + 0.3, change
+    assert all(m["mean"] == 0.0 for m in nan.values())  # failures show nothing
+    # the bench command reads the same table back from items.jsonl (older EVAL_DIRs have no "asked")
+    assert field_shown.fields_shown([out], ["gt", "nan"])[out.as_posix()] == {"gt": gt, "nan": nan}
+    assert field_shown.main([str(out), "--system", "nobody"]) == 2
+    assert "no system 'nobody'" in capsys.readouterr().err
 
 
 def test_second_run_adds_a_system_and_keeps_the_others(eval_dir, graders):

@@ -2,7 +2,8 @@
 
 Means are per system and per (system, skill); per system also per graded field ("fields": P(the
 prompted value is shown) for shape, pattern, colour, scene, style, ...: which part of the prompt or of
-the subject a system gets wrong). A failed item (the system raised or returned a bad
+the subject a system gets wrong) and per asked change ("asked": the field that reads each change a
+prompt asks for, e.g. a rotation read by the pose, a hat by the accessory). A failed item (the system raised or returned a bad
 image) scores 0 on subject, text, realism, overall and traits, and is counted under "failures"; the
 paper-style cosines (dino, clip_i, clip_t) are means over the successful images only.
 CIs: percentile bootstrap over SUBJECTS (1000 resamples, seeded), because images of one subject are
@@ -81,6 +82,38 @@ def _field_summary(rows: list[dict], name: str) -> dict:
             for f, pairs in sorted(graded.items())}  # fmt: skip
 
 
+def asked_changes(context: dict) -> list[tuple[str, str]]:
+    """(change, graded field) for each way a prompt's context departs from the identity context.
+
+    What the prompt asks for and the field that reads it: a scene, a style, a new colour ("recolor" →
+    colour), a rotation or a mirror image (→ pose), a size, a position, and the accessory as
+    "accessory:<kind>", or "accessory:none" when the prompt names none (then the field says none is drawn).
+    """
+    changes = [(name, field) for name, field, default in
+               (("scene", "scene", "plain"), ("style", "style", "photo"), ("recolor", "color", ""),
+                ("rotation", "pose", 0), ("flip", "pose", False), ("scale", "scale", "normal"),
+                ("position", "position", "center")) if context.get(name, default) != default]  # fmt: skip
+    return changes + [(f"accessory:{context.get('accessory') or 'none'}", "accessory")]
+
+
+def _asked_summary(rows: list[dict], name: str) -> dict:
+    """{change: bootstrap mean of P(the asked field shows the prompted value)}, see `asked_changes`.
+
+    Only items whose field was graded count (the colour is not graded in colourless styles); a failed
+    item counts 0, as in `_field_summary`."""
+    graded: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for r in rows:
+        fields = r.get("fields", {})
+        failed = name in r.get("failures", {})
+        for change, field in asked_changes(r.get("context", {})):
+            if failed and any(field in per_system for per_system in fields.values()):
+                graded[change].append((r["subject"], 0.0))
+            elif not failed and field in fields.get(name, {}):
+                graded[change].append((r["subject"], float(fields[name][field])))
+    return {c: bootstrap_mean(np.asarray([v for _, v in pairs]), np.asarray([s for s, _ in pairs]))
+            for c, pairs in sorted(graded.items())}  # fmt: skip
+
+
 def aggregate(rows: list[dict], runs: dict) -> dict:
     """{system: {run, failures, metrics..., skills: {skill: metrics}}}."""
     out = {}
@@ -92,7 +125,7 @@ def aggregate(rows: list[dict], runs: dict) -> dict:
         out[name] = {"run": runs.get(name, {}), "items": len(ran),
                      "failures": sum(name in r.get("failures", {}) for r in ran), **_summary(ran, name),
                      "skills": {s: _summary(by_skill[s], name) for s in SKILLS if by_skill[s]},
-                     "fields": _field_summary(ran, name)}  # fmt: skip
+                     "fields": _field_summary(ran, name), "asked": _asked_summary(ran, name)}  # fmt: skip
     return out
 
 
