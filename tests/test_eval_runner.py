@@ -127,6 +127,7 @@ def test_asked_changes_are_shown_by_ground_truth_not_by_a_copy(eval_dir, capsys)
     assert all(m["mean"] == 0.0 for m in nan.values())  # failures show nothing
     # the bench command reads the same table back from items.jsonl (older EVAL_DIRs have no "asked")
     assert field_shown.fields_shown([out], ["gt", "nan"])[out.as_posix()] == {"gt": gt, "nan": nan}
+    assert "P(asked change shown)" in (out / "report.html").read_text()
     assert field_shown.main([str(out), "--system", "nobody"]) == 2
     assert "no system 'nobody'" in capsys.readouterr().err
 

@@ -180,6 +180,13 @@ def _img(src: str, title: str = "") -> str:
     return f'<img src="{html.escape(src)}" title="{html.escape(title)}">'
 
 
+def _keyed_rows(systems: dict, key: str) -> str:
+    """HTML rows, one per entry of every system's `key` table (e.g. "fields"), one column per system."""
+    entries = sorted({f for s in systems.values() for f in s.get(key, {})})
+    return "".join(f"<tr><td>{html.escape(f)}</td>" + "".join(f"<td>{_fmt(s.get(key, {}).get(f))}</td>"
+                                                            for s in systems.values()) + "</tr>" for f in entries)  # fmt: skip
+
+
 def render_html(results: dict, rows: list[dict]) -> str:
     systems = results["systems"]
     names = list(systems)
@@ -193,9 +200,7 @@ def render_html(results: dict, rows: list[dict]) -> str:
     )
     skill_rows = "".join(f"<tr><td>{sk}</td>" + "".join(f"<td>{_fmt(systems[n]['skills'].get(sk, {}).get('overall'))}</td>"
                                                          for n in names) + "</tr>" for sk in SKILLS)  # fmt: skip
-    field_names = sorted({f for s in systems.values() for f in s.get("fields", {})})
-    field_rows = "".join(f"<tr><td>{e(f)}</td>" + "".join(f"<td>{_fmt(systems[n].get('fields', {}).get(f))}</td>"
-                                                        for n in names) + "</tr>" for f in field_names)  # fmt: skip
+    field_rows, asked_rows = (_keyed_rows(systems, key) for key in ("fields", "asked"))
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
         groups[(r["subject"], r["prompt"])].append(r)
@@ -228,6 +233,7 @@ Scores under each image: overall = sqrt(subject × text); hover for all scores.<
 <h2>Summary</h2><table><tr>{head}</tr>{summary}</table>
 <h2>Overall by skill</h2><table><tr><th>skill</th>{''.join(f'<th>{e(n)}</th>' for n in names)}</tr>{skill_rows}</table>
 <h2>P(prompted value shown), by field</h2><table><tr><th>field</th>{''.join(f'<th>{e(n)}</th>' for n in names)}</tr>{field_rows}</table>
+<h2>P(asked change shown), by what the prompt asks</h2><table><tr><th>change</th>{''.join(f'<th>{e(n)}</th>' for n in names)}</tr>{asked_rows}</table>
 <h2>Images</h2><table><tr><th>demos</th><th>prompt</th>{''.join(f'<th>{e(n)}</th>' for n in names)}</tr>
 {''.join(grid)}</table></body></html>
 """
