@@ -32,7 +32,8 @@ def test_tiny_run_writes_json(tmp_path, keep_threads):
     assert set(report["catalog"]["splits"]) == {"test_subject", "test_combo"}
     ret = report["retrieval"]
     assert ret["queries"] == 8
-    for key in ("recall@1", "recall@5", "cluster_top1", "cluster_top1_bm25", "cluster_top1_vectors"):
+    for key in ("recall@1", "recall@5", "cluster_top1", "cluster_top1_bm25", "cluster_top1_vectors",
+                "cluster_top1_without_omission"):
         assert 0.0 <= ret[key] <= 1.0
     assert ret["recall@1"] <= ret["recall@5"]
     gen = report["reimagen"]

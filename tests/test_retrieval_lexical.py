@@ -39,27 +39,38 @@ def _textbook_bm25(query: str, k1: float = 1.2, b: float = 0.75) -> dict[int, fl
     return out
 
 
-def _by_hand_coverage(query: str) -> dict[int, float]:
-    """sum of idf(t) x (members whose caption has t) / members, written out (the reference for "coverage")."""
+def _by_hand_coverage(query: str, omit_weight: float) -> dict[int, float]:
+    """sum of idf(t) x share(t) over the query's words, minus omit_weight x sum of idf(u) x share(u)^2 over
+    the cluster's other words, share = (members whose caption has the word) / members, written out (the
+    reference for "coverage"); only clusters sharing a word with the query."""
     members = {c: [set(tokenize(cap)) for cap, lab in zip(CAPTIONS, LABELS) if lab == c]
                for c in sorted(set(LABELS.tolist()) - {-1})}  # fmt: skip
+    query_words = set(tokenize(query))
     out = {}
     for c, caps in members.items():
-        score = 0.0
-        for w in set(tokenize(query)):
+        said, unsaid = 0.0, 0.0
+        for w in set().union(*caps) | query_words:
             df = sum(any(w in m for m in ms) for ms in members.values())
-            if df:
-                score += math.log(1 + (len(members) - df + 0.5) / (df + 0.5)) * sum(w in m for m in caps) / len(caps)
-        out[c] = score
+            if not df:
+                continue
+            idf, share = math.log(1 + (len(members) - df + 0.5) / (df + 0.5)), sum(w in m for m in caps) / len(caps)
+            if w in query_words:
+                said += idf * share
+            else:
+                unsaid += idf * share**2
+        if said > 0:
+            out[c] = said - omit_weight * unsaid
     return out
 
 
-@pytest.mark.parametrize("scoring", ["coverage", "bm25"])
+@pytest.mark.parametrize("scoring, omit_weight", [("coverage", 0.25), ("coverage", 0.0), ("coverage", 2.0), ("bm25", 0.25)])
 @pytest.mark.parametrize("query", ["a red star in the desert", "green dog", "Blue CUP!", "the beach"])
-def test_scores_equal_the_textbook_formula(query, scoring):
-    clusters, scores = ClusterCaptions(CAPTIONS, LABELS, scoring=scoring).scores(query)
-    reference = _textbook_bm25 if scoring == "bm25" else _by_hand_coverage
-    want = {c: s for c, s in reference(query).items() if s > 0}
+def test_scores_equal_the_textbook_formula(query, scoring, omit_weight):
+    clusters, scores = ClusterCaptions(CAPTIONS, LABELS, scoring=scoring, omit_weight=omit_weight).scores(query)
+    if scoring == "bm25":  # BM25 has no omission term
+        want = {c: s for c, s in _textbook_bm25(query).items() if s > 0}
+    else:
+        want = _by_hand_coverage(query, omit_weight)
     assert sorted(clusters.tolist()) == sorted(want)
     assert all(a >= b for a, b in zip(scores, scores[1:]))  # best first
     for c, s in zip(clusters.tolist(), scores.tolist()):
@@ -87,6 +98,18 @@ def test_coverage_is_not_pulled_by_a_word_one_member_of_another_cluster_says():
     assert ClusterCaptions(caps, labels, scoring="bm25").best([query]) == [2]
 
 
+def test_omission_prefers_the_cluster_that_adds_nothing_to_the_prompt():
+    """Both hearts are green hearts; only one is dotted in every photo. A prompt naming no pattern is about
+    the plain one; a prompt naming the dots still finds the dotted one."""
+    caps = ["a green heart on the grass", "a green heart in the snow", "a green heart on a table",
+            "a green dot heart on the grass", "a green dot heart at night", "a green dot heart in the snow",
+            "a red cup", "a red cup at night"]  # fmt: skip
+    labels = np.array([1] * 3 + [2] * 3 + [3] * 2)
+    assert ClusterCaptions(caps, labels).best(["green heart", "green dot heart"]) == [1, 2]
+    without = ClusterCaptions(caps, labels, omit_weight=0.0).scores("green heart")[1]
+    assert without[0] == without[1]  # coverage alone cannot tell them apart
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(InputError, match="2 captions but 3"):
         ClusterCaptions(["a", "b"], np.array([0, 1, 2]))
@@ -94,6 +117,8 @@ def test_bad_arguments_are_named():
         ClusterCaptions(["a"], np.array([0]), scoring="bm25", k1=-1)
     with pytest.raises(InputError, match="scoring must be one of"):
         ClusterCaptions(["a"], np.array([0]), scoring="tfidf")
+    with pytest.raises(InputError, match="omit_weight"):
+        ClusterCaptions(["a"], np.array([0]), omit_weight=float("nan"))
 
 
 class _ContextEmbedder:

@@ -97,14 +97,16 @@ def retrieval_metrics(retriever, queries: list[dict], coarse_of: dict, split_of:
     from retrieval.lexical import ClusterCaptions
 
     meta = retriever.metadata  # the same captions and cluster labels the retriever scores, BM25 instead
-    bm25 = ClusterCaptions(meta["caption"].tolist(), meta[retriever.cluster_column].to_numpy(),
-                           scoring="bm25").best(prompts)  # fmt: skip
+    caps, labels = meta["caption"].tolist(), meta[retriever.cluster_column].to_numpy()
+    bm25 = ClusterCaptions(caps, labels, scoring="bm25").best(prompts)
+    no_omission = ClusterCaptions(caps, labels, omit_weight=0.0).best(prompts)  # coverage before 2026-12-07
     top = [int(nb.clusters[0]) if len(nb) else -1 for nb in entries]  # cluster of the best entry
     hit1 = np.array([c == q["subject_id"] for c, q in zip(top, queries)])
     hit5 = np.array([q["subject_id"] in set(nb.clusters[:5].tolist()) for nb, q in zip(entries, queries)])
     cluster = np.array([nb.cluster == q["subject_id"] for nb, q in zip(picked, queries)])
     cluster_vec = np.array([nb.cluster == q["subject_id"] for nb, q in zip(by_vectors, queries)])
     cluster_bm25 = np.array([c == q["subject_id"] for c, q in zip(bm25, queries)])
+    cluster_plain = np.array([c == q["subject_id"] for c, q in zip(no_omission, queries)])
     fell_back = sum(nb.chosen_by != "captions" for nb in picked)
     coarse1 = np.array([coarse_of.get(c) == q["coarse"] for c, q in zip(top, queries)])
     alike = np.array([sum(c == q["coarse"] for c in coarse_of.values()) for q in queries])  # subjects per caption
@@ -114,6 +116,7 @@ def retrieval_metrics(retriever, queries: list[dict], coarse_of: dict, split_of:
         return {"queries": int(mask.sum()), "recall@1": float(hit1[mask].mean()),
                 "recall@5": float(hit5[mask].mean()), "cluster_top1": float(cluster[mask].mean()),
                 "cluster_top1_bm25": float(cluster_bm25[mask].mean()),
+                "cluster_top1_without_omission": float(cluster_plain[mask].mean()),
                 "cluster_top1_vectors": float(cluster_vec[mask].mean())}  # fmt: skip
 
     every = np.ones(len(queries), bool)
