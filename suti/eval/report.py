@@ -65,21 +65,28 @@ def _summary(rows: list[dict], name: str) -> dict:
     return {k: bootstrap_mean(_values(rows, name, k), clusters) for k in SCORE_KEYS}
 
 
-def _field_summary(rows: list[dict], name: str) -> dict:
-    """{field: bootstrap mean of P(prompted value shown)} over the items where that field was graded.
+def _graded_summary(rows: list[dict], name: str, groups) -> dict:
+    """{group: bootstrap mean of P(prompted value shown)}; `groups(row)` gives (group, graded field) pairs.
 
-    A failed item shows nothing: it counts 0 on the fields graded for that item (by any system: which
-    fields are graded depends on the prompt, not on the system)."""
+    Only items whose field was graded count (which fields are graded depends on the prompt, not on the
+    system: the colour is not graded in colourless styles). A failed item shows nothing: it counts 0 on
+    the fields graded for that item by any system."""
     graded: dict[str, list[tuple[str, float]]] = defaultdict(list)
     for r in rows:
         fields = r.get("fields", {})
-        if name in r.get("failures", {}):
-            for f in sorted({f for per_system in fields.values() for f in per_system}):
-                graded[f].append((r["subject"], 0.0))
-        for f, v in fields.get(name, {}).items():
-            graded[f].append((r["subject"], float(v)))
-    return {f: bootstrap_mean(np.asarray([v for _, v in pairs]), np.asarray([s for s, _ in pairs]))
-            for f, pairs in sorted(graded.items())}  # fmt: skip
+        failed = name in r.get("failures", {})
+        for group, field in groups(r):
+            if failed and any(field in per_system for per_system in fields.values()):
+                graded[group].append((r["subject"], 0.0))
+            elif not failed and field in fields.get(name, {}):
+                graded[group].append((r["subject"], float(fields[name][field])))
+    return {g: bootstrap_mean(np.asarray([v for _, v in pairs]), np.asarray([s for s, _ in pairs]))
+            for g, pairs in sorted(graded.items())}  # fmt: skip
+
+
+def _graded_fields(row: dict) -> list[tuple[str, str]]:
+    """(field, field) for every field any system was graded on for this item."""
+    return [(f, f) for f in sorted({f for per_system in row.get("fields", {}).values() for f in per_system})]
 
 
 def asked_changes(context: dict) -> list[tuple[str, str]]:
@@ -96,36 +103,28 @@ def asked_changes(context: dict) -> list[tuple[str, str]]:
     return changes + [(f"accessory:{context.get('accessory') or 'none'}", "accessory")]
 
 
-def _asked_summary(rows: list[dict], name: str) -> dict:
-    """{change: bootstrap mean of P(the asked field shows the prompted value)}, see `asked_changes`.
+def asked_summary(rows: list[dict], name: str) -> dict:
+    """{change: bootstrap mean of P(the asked field shows the prompted value)}, see `asked_changes`."""
+    return _graded_summary(rows, name, lambda r: asked_changes(r.get("context", {})))
 
-    Only items whose field was graded count (the colour is not graded in colourless styles); a failed
-    item counts 0, as in `_field_summary`."""
-    graded: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    for r in rows:
-        fields = r.get("fields", {})
-        failed = name in r.get("failures", {})
-        for change, field in asked_changes(r.get("context", {})):
-            if failed and any(field in per_system for per_system in fields.values()):
-                graded[change].append((r["subject"], 0.0))
-            elif not failed and field in fields.get(name, {}):
-                graded[change].append((r["subject"], float(fields[name][field])))
-    return {c: bootstrap_mean(np.asarray([v for _, v in pairs]), np.asarray([s for s, _ in pairs]))
-            for c, pairs in sorted(graded.items())}  # fmt: skip
+
+def rows_of(rows: list[dict], name: str) -> list[dict]:
+    """The items system `name` ran (rendered or failed)."""
+    return [r for r in rows if name in r.get("outputs", {}) or name in r.get("failures", {})]
 
 
 def aggregate(rows: list[dict], runs: dict) -> dict:
     """{system: {run, failures, metrics..., skills: {skill: metrics}}}."""
     out = {}
     for name in system_names(rows):
-        ran = [r for r in rows if name in r.get("outputs", {}) or name in r.get("failures", {})]
+        ran = rows_of(rows, name)
         by_skill = defaultdict(list)
         for r in ran:
             by_skill[r["skill"]].append(r)
         out[name] = {"run": runs.get(name, {}), "items": len(ran),
                      "failures": sum(name in r.get("failures", {}) for r in ran), **_summary(ran, name),
                      "skills": {s: _summary(by_skill[s], name) for s in SKILLS if by_skill[s]},
-                     "fields": _field_summary(ran, name), "asked": _asked_summary(ran, name)}  # fmt: skip
+                     "fields": _graded_summary(ran, name, _graded_fields), "asked": asked_summary(ran, name)}  # fmt: skip
     return out
 
 

@@ -23,7 +23,7 @@ from tools.bench.output_diff import _rows
 def fields_shown(eval_dirs: list[Path], systems: list[str] | None = None) -> dict:
     """{eval_dir: {system: {change: {"mean", "ci", "n"}}}}."""
     from suti.errors import InputError
-    from suti.eval.report import _asked_summary, system_names
+    from suti.eval.report import asked_summary, rows_of, system_names
 
     out = {}
     for d in eval_dirs:
@@ -34,8 +34,7 @@ def fields_shown(eval_dirs: list[Path], systems: list[str] | None = None) -> dic
             raise InputError(f"{d}: no system {', '.join(map(repr, missing))} (has {', '.join(present)})")
         if not any(r.get("fields") for r in rows):
             raise InputError(f"{d}: items are not graded (no per-field scores); run `suti eval auto --resume` on it")
-        out[d.as_posix()] = {s: _asked_summary([r for r in rows if s in r.get("outputs", {}) or s in r.get("failures", {})], s)
-                             for s in systems or present}  # fmt: skip
+        out[d.as_posix()] = {s: asked_summary(rows_of(rows, s), s) for s in systems or present}
     return out
 
 
