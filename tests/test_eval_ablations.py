@@ -25,10 +25,11 @@ def test_fixed_demo_count_gives_every_subject_that_many_and_keeps_old_fingerprin
     five = build_benchmark(replace(QUICK, demos=5))
     assert [len(s.demo_contexts) for s in five.subjects] == [5] * len(five.subjects)
     assert len({len(s.demo_contexts) for s in build_benchmark(QUICK).subjects}) > 1  # default: 3-5 by subject
-    # The default leaves the fingerprints of EVAL_DIRs written before the field existed (at text guidance 5,
-    # the default then) unchanged.
-    assert replace(QUICK, guidance_scale=5.0).fingerprint() == "439783ecadcda3f5"
-    assert replace(BenchmarkConfig(), guidance_scale=5.0).fingerprint() == "c3edb9c06a4b453d"
+    # The defaults (demos=0, split="test") leave the fingerprints of EVAL_DIRs written before those fields
+    # existed (at text / subject guidance 5 / 3, the defaults then) unchanged.
+    old = {"guidance_scale": 5.0, "subject_guidance_scale": 3.0}
+    assert replace(QUICK, **old).fingerprint() == "439783ecadcda3f5"
+    assert replace(BenchmarkConfig(), **old).fingerprint() == "c3edb9c06a4b453d"
     assert replace(QUICK, demos=5).fingerprint() != QUICK.fingerprint()
     with pytest.raises(InputError, match="demos must be 1-5"):
         build_benchmark(replace(QUICK, demos=6))

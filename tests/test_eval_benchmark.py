@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from suti.errors import InputError
-from suti.eval.benchmark import QUICK, BenchmarkConfig, build_benchmark, item_context
+from suti.eval.benchmark import MAX_SUBJECTS, QUICK, BenchmarkConfig, benchmark_subject_ids, build_benchmark, item_context
 from suti.world import SKILLS, Context, context_from_caption, parse_caption, split_of
 
 
@@ -63,6 +63,16 @@ def test_quick_subset_uses_the_first_subjects_of_the_full_benchmark(full):
     assert {s.subject_id for s in quick.subjects} <= {s.subject_id for s in full.subjects}
 
 
+def test_validation_split_is_held_out_and_shares_no_subject_with_any_test_benchmark():
+    val = build_benchmark(replace(QUICK, subjects=6, split="validation"))
+    ids = [s.subject_id for s in val.subjects]
+    assert len(set(ids)) == 6 and ids == benchmark_subject_ids(6, split="validation")
+    assert not set(ids) & set(benchmark_subject_ids(MAX_SUBJECTS))  # the largest test benchmark
+    assert sorted(split_of(i) for i in ids) == ["test_combo"] * 3 + ["test_subject"] * 3  # never trained on
+    assert {s.subject_id for s in build_benchmark(replace(QUICK, subjects=3, split="validation")).subjects} < set(ids)
+    assert QUICK.fingerprint() != replace(QUICK, split="validation").fingerprint()  # an EVAL_DIR is one split
+
+
 def test_seed_picks_the_scene_layout_of_the_ground_truth(full):
     it = full.items[0]
     assert item_context(replace(it, seed=3)).variant == 3 and item_context(it).variant == it.seed % 4
@@ -70,7 +80,7 @@ def test_seed_picks_the_scene_layout_of_the_ground_truth(full):
 
 
 @pytest.mark.parametrize("bad", [{"subjects": 0}, {"prompts_per_skill": 6}, {"images_per_prompt": 0},
-                                 {"demo_size": 8}, {"steps": 0}])
+                                 {"demo_size": 8}, {"steps": 0}, {"split": "train"}])
 def test_bad_config_raises_input_error(bad):
     with pytest.raises(InputError):
         build_benchmark(replace(BenchmarkConfig(), **bad))

@@ -23,7 +23,7 @@ def demo(
     out: Path = typer.Option(Path("demo.png"), "--out", help="PNG grid to write."),
     subjects: int = typer.Option(3, "--subjects", min=1, max=20, help="Held-out subjects to show."),
     steps: int = typer.Option(25, "--steps", min=1, help="Sampling steps (DDIM)."),
-    guidance: float = typer.Option(3.0, "--guidance", min=0.0, help="Text guidance scale."),
+    guidance: float = typer.Option(2.0, "--guidance", min=0.0, help="Text guidance scale."),
     subject_guidance: float = typer.Option(2.0, "--subject-guidance", min=0.0, help="Demo guidance scale."),
     seed: int = typer.Option(0, "--seed", min=0, help="Picks the demo and prompt contexts."),
 ) -> None:

@@ -20,12 +20,14 @@ def auto(
                                      "OPTS: demos=N, captions=off, demo_timestep=current|T (ablations)."),
     quick: bool = typer.Option(False, "--quick", help="The CI subset: 4 subjects x 5 prompts x 1 seed, 25 steps."),
     subjects: int = typer.Option(None, "--subjects", help="Override the number of held-out subjects (1-200)."),
+    split: str = typer.Option("test", "--split", help="test (the benchmark) or validation (other held-out "
+                              "subjects, never in a test benchmark: tune sampling settings there)."),
     images_per_prompt: int = typer.Option(None, "--images-per-prompt", help="Override the seeds per prompt."),
     steps: int = typer.Option(None, "--steps", help="Override the sampler step count (same for every system)."),
     sampler: str = typer.Option(None, "--sampler", help="ddim (default), ddpm, euler or dpm."),
-    guidance: float = typer.Option(None, "--guidance", help="Override the text guidance scale (default 3)."),
+    guidance: float = typer.Option(None, "--guidance", help="Override the text guidance scale (default 2)."),
     subject_guidance: float = typer.Option(None, "--subject-guidance",
-                                           help="Override the subject (demo) guidance scale (default 3)."),
+                                           help="Override the subject (demo) guidance scale (default 2)."),
     demo_size: int = typer.Option(None, "--demo-size", help="Render size of demos and ground truth (default 32)."),
     demos: int = typer.Option(None, "--demos", help="Demos per subject, 1-5, the same for all (default: 3-5 by subject)."),
     weights: Path = typer.Option(None, "--weights", help="Grader weights folder (default: the committed ones)."),
@@ -57,7 +59,7 @@ def auto(
     cfg = QUICK if quick else BenchmarkConfig()
     overrides = {"subjects": subjects, "images_per_prompt": images_per_prompt, "steps": steps, "sampler": sampler,
                  "demo_size": demo_size, "demos": demos, "guidance_scale": guidance,
-                 "subject_guidance_scale": subject_guidance}  # fmt: skip
+                 "subject_guidance_scale": subject_guidance, "split": split}  # fmt: skip
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     bench = build_benchmark(cfg)
     systems = [resolve_system(s, bench) for s in system]

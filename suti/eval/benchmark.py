@@ -26,6 +26,8 @@ from suti.world.render import render
 from suti.world.traits import Subject, make_subject, split_of
 
 _STREAM = 0xBE4C
+SPLITS = ("test", "validation")
+MAX_SUBJECTS = 200
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,14 @@ class BenchmarkConfig:
     world_seed: int = 0
     sampler: str = "ddim"
     steps: int = 50
-    guidance_scale: float = 3.0
-    subject_guidance_scale: float = 3.0
+    guidance_scale: float = 2.0
+    subject_guidance_scale: float = 2.0
     demos: int = 0  # demos per subject: 0 = 3, 4 or 5 by subject index; 1-5 = that many for every subject
+    split: str = "test"  # "test": the benchmark's subjects; "validation": other held-out subjects, for tuning
 
     def check(self) -> BenchmarkConfig:
-        if not 1 <= self.subjects <= 200:
-            raise InputError(f"subjects must be 1-200, got {self.subjects}")
+        if not 1 <= self.subjects <= MAX_SUBJECTS:
+            raise InputError(f"subjects must be 1-{MAX_SUBJECTS}, got {self.subjects}")
         if not 1 <= self.prompts_per_skill <= 5:
             raise InputError(f"prompts_per_skill must be 1-5, got {self.prompts_per_skill}")
         if not 1 <= self.images_per_prompt <= 16:
@@ -58,12 +61,16 @@ class BenchmarkConfig:
                 raise InputError(f"{name} must be a number in 0-50, got {value}")
         if not 0 <= self.demos <= 5:
             raise InputError(f"demos must be 1-5 per subject (0 = 3-5 by subject), got {self.demos}")
+        if self.split not in SPLITS:
+            raise InputError(f"split must be one of {', '.join(SPLITS)}, got {self.split!r}")
         return self
 
     def fingerprint(self) -> str:
         fields = asdict(self)
         if not fields["demos"]:
             del fields["demos"]  # the default leaves EVAL_DIRs written before the field existed valid
+        if fields["split"] == "test":
+            del fields["split"]  # likewise
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -109,8 +116,20 @@ class Benchmark:
         return [render(subject, ctx, self.config.demo_size) for ctx in bs.demo_contexts]
 
 
-def benchmark_subject_ids(n: int, world_seed: int = 0) -> list[int]:
-    """n held-out subject ids: alternately the next `test_subject` and the next `test_combo` id."""
+def benchmark_subject_ids(n: int, world_seed: int = 0, split: str = "test") -> list[int]:
+    """n held-out subject ids of a benchmark split (sorted).
+
+    "test": the first n held-out ids; "validation": the n after the first `MAX_SUBJECTS`, so that no test
+    benchmark of any size shares a subject with a validation one (tune sampling settings on these).
+    """
+    if split == "validation":
+        test = set(_held_out_ids(MAX_SUBJECTS, world_seed))
+        return sorted(set(_held_out_ids(MAX_SUBJECTS + n, world_seed)) - test)
+    return _held_out_ids(n, world_seed)
+
+
+def _held_out_ids(n: int, world_seed: int) -> list[int]:
+    """n held-out ids: alternately the next `test_subject` and the next `test_combo` id."""
     found: dict[str, list[int]] = {"test_subject": [], "test_combo": []}
     sid = 0
     while sum(map(len, found.values())) < n:
@@ -147,7 +166,7 @@ def build_benchmark(config: BenchmarkConfig = BenchmarkConfig()) -> Benchmark:
     """The benchmark of this config (deterministic)."""
     config = config.check()
     subjects, items = [], []
-    for index, sid in enumerate(benchmark_subject_ids(config.subjects, config.world_seed)):
+    for index, sid in enumerate(benchmark_subject_ids(config.subjects, config.world_seed, config.split)):
         subject = make_subject(sid, config.world_seed)
         rng = np.random.default_rng([config.world_seed, sid, _STREAM])
         demos = _demo_contexts(index, rng, config.demos)

@@ -58,8 +58,8 @@ class ServeConfig:
     max_steps: int = 100
     default_steps: int = 25
     max_guidance: float = 50.0
-    default_guidance_scale: float = 3.0
-    default_subject_guidance_scale: float = 3.0
+    default_guidance_scale: float = 2.0
+    default_subject_guidance_scale: float = 2.0
     max_size: int = 512  # output side in pixels (the model samples at its native size; larger is upsampled)
     max_k: int = 8  # neighbours for catalog generations
 
