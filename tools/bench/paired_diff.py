@@ -44,15 +44,15 @@ def paired_diffs(dirs: list[Path], system: str = "suti", metrics=METRICS) -> dic
         for i in ids:
             if (base[i]["prompt"], base[i]["subject"]) != (other[i]["prompt"], other[i]["subject"]):
                 raise InputError(f"item {i} asks different things in {dirs[0]} and {other_dir}: not the same benchmark")
-        pairs = [(base[i], other[i]) for i in ids]
-        for rows, where in (([a for a, _ in pairs], dirs[0]), ([b for _, b in pairs], other_dir)):
+        rows_a, rows_b = [base[i] for i in ids], [other[i] for i in ids]
+        for rows, where in ((rows_a, dirs[0]), (rows_b, other_dir)):
             if not any(system in r.get("scores", {}) or system in r.get("failures", {}) for r in rows):
                 raise InputError(f"system {system!r} has no graded output in {where}")
-        clusters = np.asarray([a["subject"] for a, _ in pairs])
+        clusters = np.asarray([r["subject"] for r in rows_a])
+        keys, inv = np.unique(clusters, return_inverse=True)
         res = {}
         for m in metrics:
-            diff = _values([b for _, b in pairs], system, m) - _values([a for a, _ in pairs], system, m)  # (items,)
-            keys, inv = np.unique(clusters, return_inverse=True)
+            diff = _values(rows_b, system, m) - _values(rows_a, system, m)  # (items,)
             ok = ~np.isnan(diff)
             per_subject = np.bincount(inv[ok], weights=diff[ok], minlength=len(keys))
             res[m] = {**bootstrap_mean(diff, clusters), "subjects_higher": int((per_subject > 0).sum()),
