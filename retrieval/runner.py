@@ -88,9 +88,11 @@ def read_embedder_spec(index_dir: str | os.PathLike) -> ClipSpec:
 
 
 def open_retriever(index_dir: str | os.PathLike, embedder: ClipEmbedder | None = None, spec: ClipSpec | None = None,
-                   image_source: Any = None, mmap: bool = True, choose_cluster: str = "auto") -> NeighborRetriever:  # fmt: skip
+                   image_source: Any = None, mmap: bool = True, choose_cluster: str = "auto",
+                   member_order: str | None = None) -> NeighborRetriever:  # fmt: skip
     """A retriever for `index_dir` whose embedder is given, built from `spec`, or from `embedder.json`."""
     if embedder is None:
         embedder = load_embedder(spec or read_embedder_spec(index_dir))
     return NeighborRetriever(index_dir, embedder=embedder, image_source=image_source, mmap=mmap,
-                             choose_cluster=choose_cluster)  # fmt: skip
+                             choose_cluster=choose_cluster,
+                             **({} if member_order is None else {"member_order": member_order}))  # fmt: skip

@@ -10,6 +10,14 @@ show one subject. How the cluster is chosen (`choose_cluster`):
   `retrieval.lexical`); a query sharing no word with any caption falls back to "vectors";
 - "auto" (default): "captions" for text queries when the metadata has captions, else "vectors".
 
+Which members of the chosen cluster become the k results (`member_order`):
+- "query": the members closest to the query (a catalog photo already in the prompted scene or style
+  comes first);
+- "central": the members closest to the rest of their cluster (for unit vectors, the largest
+  `x_i . (S - x_i)`, S the cluster's sum), i.e. the views the cluster agrees on; a recoloured,
+  restyled or turned member is an outlier and comes last. Needs vectors the index can reconstruct;
+  otherwise it falls back to "query".
+
 Scores are FAISS's: inner products for metric "ip" (higher is better), squared L2 distances for
 "l2" (lower is better).
 """
@@ -27,6 +35,10 @@ from retrieval.errors import IndexCorruptError, IndexLoadError, IndexMismatchErr
 from retrieval.index import LoadedIndex, load_index
 from retrieval.reader import load_image
 from suti.errors import InputError
+
+CLUSTER_CHOICES = ("auto", "captions", "vectors")
+MEMBER_ORDERS = ("query", "central")
+DEFAULT_MEMBER_ORDER = "query"
 
 
 class Embedder(Protocol):
@@ -70,12 +82,14 @@ class NeighborRetriever:
     def __init__(self, index_dir: str | os.PathLike, metadata: Any = None, embedder: Embedder | None = None,
                  image_source: Any = None, mmap: bool = True, verify: bool = True,
                  cluster_column: str | None = None, fetch_factor: int = 4, min_fetch: int = 64,
-                 choose_cluster: str = "auto", caption_scoring: str = "coverage") -> None:  # fmt: skip
+                 choose_cluster: str = "auto", caption_scoring: str = "coverage",
+                 member_order: str = DEFAULT_MEMBER_ORDER) -> None:  # fmt: skip
         import pandas as pd
 
         from retrieval.lexical import SCORINGS
 
         self.choose_cluster = _check_choice(choose_cluster)
+        self.member_order = _check_order(member_order)
         if caption_scoring not in SCORINGS:
             raise InputError(f"caption_scoring must be one of {SCORINGS}, got {caption_scoring!r}")
         self.caption_scoring = caption_scoring
@@ -150,13 +164,14 @@ class NeighborRetriever:
         raise InputError("a batch query must be all strings or all images")
 
     def search(self, query: Any, k: int = 5, same_cluster: bool = True,
-               choose_cluster: str | None = None) -> Neighbors | list[Neighbors]:  # fmt: skip
+               choose_cluster: str | None = None, member_order: str | None = None) -> Neighbors | list[Neighbors]:
         """Neighbours of one query (text, PIL image, Path, (D,) embedding), or a list for a batch
-        (list of texts or images, (Q, D) embeddings). -1 results are dropped. `choose_cluster`
-        overrides the retriever's setting for this call (see the module docstring)."""
+        (list of texts or images, (Q, D) embeddings). -1 results are dropped. `choose_cluster` and
+        `member_order` override the retriever's settings for this call (see the module docstring)."""
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive integer, got {k!r}")
         choice = self.choose_cluster if choose_cluster is None else _check_choice(choose_cluster)
+        order = self.member_order if member_order is None else _check_order(member_order)
         if same_cluster and self.cluster_column is None:
             raise InputError("metadata has no 'cluster_id' or 'cluster' column; search with same_cluster=False")
         vectors, batch = self.embed_query(query)
@@ -173,7 +188,7 @@ class NeighborRetriever:
         for q, s, r, c in zip(vectors, scores, rows, chosen):
             keep = r >= 0
             s, r = s[keep], r[keep]
-            out.append(self._one_cluster(q, s, r, int(k), c) if same_cluster else self._neighbors(r[:k], s[:k]))
+            out.append(self._one_cluster(q, s, r, int(k), c, order) if same_cluster else self._neighbors(r[:k], s[:k]))
         return out if batch else out[0]
 
     def _has_captions(self) -> bool:
@@ -188,8 +203,8 @@ class NeighborRetriever:
         return self._lexical
 
     def _one_cluster(self, q: np.ndarray, scores: np.ndarray, rows: np.ndarray, k: int,
-                     chosen: int | None = None) -> Neighbors:  # fmt: skip
-        """The k best members of `chosen`, or of the cluster the dense shortlist favours."""
+                     chosen: int | None = None, order: str = "query") -> Neighbors:  # fmt: skip
+        """The k first members (in `order`) of `chosen`, or of the cluster the dense shortlist favours."""
         higher = 1.0 if self.index.infos.metric == "ip" else -1.0
         labels = self._labels[rows]
         sim = higher * scores
@@ -205,20 +220,47 @@ class NeighborRetriever:
                 total = float(top.sum() + floor * (k - len(top)))
                 if total > best_score + 1e-7:
                     best, best_score = c, total
-        members = self._members[best]
-        stored = self.index.reconstruct(members)
-        if stored is not None:  # exact re-scoring of every member of the chosen cluster
-            if higher > 0:
-                member_scores = stored @ q
-            else:
-                member_scores = ((stored - q) ** 2).sum(axis=1)
-            order = np.lexsort((members, -higher * member_scores))[:k]
-            return self._neighbors(members[order], member_scores[order].astype(np.float32), best, how)
+        exact = self._ordered_members(best, k, order, q, how)
+        if exact is not None:
+            return exact
         mine = labels == best  # shortlisted members first; the rest score the shortlist's worst (a bound)
-        rest = np.setdiff1d(members, rows[mine])[: max(0, k - int(mine.sum()))]
+        rest = np.setdiff1d(self._members[best], rows[mine])[: max(0, k - int(mine.sum()))]
         picked = np.concatenate([rows[mine][:k], rest])
         return self._neighbors(picked, np.concatenate([scores[mine][:k], np.full(len(rest), higher * floor)]),
                                best, how)  # fmt: skip
+
+    def cluster_members(self, cluster: int, k: int, member_order: str = "central", query: Any = None) -> Neighbors:
+        """The k first members of `cluster` in `member_order` ("query" needs `query`: text, image or
+        embedding; scores are the query's, or each member's centrality without one)."""
+        order = _check_order(member_order)
+        if self.cluster_column is None or cluster not in self._members:
+            raise InputError(f"cluster {cluster!r} is not a cluster of this index")
+        if order == "query" and query is None:
+            raise InputError("member_order='query' needs a query")
+        q = None if query is None else self.embed_query(query)[0][0]
+        found = self._ordered_members(int(cluster), int(k), order, q, None)
+        if found is None:
+            raise InputError("this index cannot reconstruct its vectors, so members cannot be ordered")
+        return found
+
+    def _ordered_members(self, cluster: int, k: int, order: str, q: np.ndarray | None,
+                         how: str | None) -> Neighbors | None:  # fmt: skip
+        """Every member of `cluster` re-scored exactly, k returned in `order`; None without stored vectors."""
+        higher = 1.0 if self.index.infos.metric == "ip" else -1.0
+        members = self._members[cluster]
+        stored = self.index.reconstruct(members)  # (n, D) or None
+        if stored is None:
+            return None
+        central = _centrality(stored, higher)
+        if q is None:
+            member_scores = central
+        elif higher > 0:
+            member_scores = stored @ q
+        else:
+            member_scores = ((stored - q) ** 2).sum(axis=1)
+        rank = central if order == "central" else higher * member_scores
+        picked = np.lexsort((members, -rank))[:k]
+        return self._neighbors(members[picked], np.asarray(member_scores[picked], np.float32), cluster, how)
 
     def _neighbors(self, rows: np.ndarray, scores: np.ndarray, cluster: int | None = None,
                    chosen_by: str | None = None) -> Neighbors:  # fmt: skip
@@ -247,13 +289,28 @@ class NeighborRetriever:
         raise InputError(f"row {row} has no image: pass image_source=... or index metadata with a 'path' column")
 
 
-CLUSTER_CHOICES = ("auto", "captions", "vectors")
+def _centrality(vectors: np.ndarray, higher: float) -> np.ndarray:
+    """(n,) how close each member is to the others, larger = more central; O(n D), not O(n^2 D)."""
+    x = vectors.astype(np.float64)  # (n, D)
+    n, total = len(x), x.sum(axis=0)  # total: (D,)
+    if n < 2:
+        return np.zeros(n)
+    if higher > 0:  # mean inner product with the other members
+        return (x @ total - (x * x).sum(axis=1)) / (n - 1)
+    sq = (x * x).sum(axis=1)  # minus the mean squared distance to the other members
+    return -(n * sq + sq.sum() - 2 * (x @ total)) / (n - 1)
 
 
 def _check_choice(choice: str) -> str:
     if choice not in CLUSTER_CHOICES:
         raise InputError(f"choose_cluster must be one of {', '.join(CLUSTER_CHOICES)}, got {choice!r}")
     return choice
+
+
+def _check_order(order: str) -> str:
+    if order not in MEMBER_ORDERS:
+        raise InputError(f"member_order must be one of {', '.join(MEMBER_ORDERS)}, got {order!r}")
+    return order
 
 
 def _all_text(query: Any) -> bool:

@@ -38,15 +38,19 @@ def test_tiny_run_writes_json(tmp_path, keep_threads):
     assert ret["recall@1"] <= ret["recall@5"]
     gen = report["reimagen"]
     assert gen["subjects"] == 1 and len(gen["items"]) == 1
-    assert set(gen["means"]) == {"reimagen", "oracle_demos", "text_only", "ground_truth"}
+    assert set(gen["means"]) == {"reimagen", "reimagen_central", "oracle_demos", "oracle_central", "text_only",
+                                 "ground_truth"}  # fmt: skip
+    assert gen["member_order"] == "query"
     assert {"subject", "text", "overall"} <= set(gen["means"]["reimagen"])
     item = gen["items"][0]
     assert isinstance(item["retrieved_right_subject"], bool) and len(item["retrieved_ids"]) == 3
+    assert len(item["oracle_ids_central"]) == 3 and all(i.startswith(f"s{item['subject_id']:05d}-")
+                                                         for i in item["oracle_ids_central"])  # fmt: skip
     assert gen["means"]["ground_truth"]["subject"] > 0.5  # the ceiling reads as one
 
 
 BAD = [["--subjects", "0"], ["--per-subject", "x"], ["--gen-subjects", "5", "--subjects", "3"],
-       ["--guidance-scale", "nan"], ["--model", "/nonexistent"]]
+       ["--guidance-scale", "nan"], ["--model", "/nonexistent"], ["--member-order", "random"]]
 
 
 @pytest.mark.parametrize("argv", BAD)

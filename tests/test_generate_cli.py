@@ -124,6 +124,7 @@ def test_pipeline_retriever_argument_uses_the_catalog_images(model_dir, catalog_
     ([], "exactly one"),
     (["--refs", "REF", "--index", "somewhere"], "exactly one"),
     (["--refs", "REF", "--choose-cluster", "words"], "--choose-cluster must be one of"),
+    (["--refs", "REF", "--member-order", "random"], "--member-order must be one of"),
     (["--refs", "REF", "--caption", "only one"], "1 captions for 3 reference images"),
     (["--refs", "REF", "--num-images", "0"], "--num-images"),
     (["--refs", "REF", "--model", "no-such-model"], "neither a directory"),

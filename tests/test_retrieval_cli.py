@@ -49,6 +49,12 @@ def test_build_from_folder_then_query_by_text_and_image(tmp_path, model, folder,
     assert main(["query", "--index", str(out), "--text", "photo 5 of subject 1", "-k", "3", "--json"]) == 0
     hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert 1 <= len(hits) <= 3 and len({h["cluster"] for h in hits}) == 1
+    assert main(["query", "--index", str(out), "--text", "photo 5 of subject 1", "-k", "3", "--json",
+                 "--member-order", "central"]) == 0  # fmt: skip
+    central = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {h["cluster"] for h in central} == {hits[0]["cluster"]}  # same cluster, its consensus members
+    assert main(["query", "--index", str(out), "--text", "x", "--member-order", "random"]) == 2
+    assert "member_order must be one of" in capsys.readouterr().err
     # an image query for an indexed image finds itself first (plain search)
     assert main(["query", "--index", str(out), "--image", str(folder / "7.png"), "-k", "2", "--any-cluster"]) == 0
     first = capsys.readouterr().out.splitlines()[0]

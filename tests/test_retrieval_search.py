@@ -192,3 +192,37 @@ def test_l2_metric_ranks_unit_vectors_like_inner_product(tmp_path, index_dir, ca
         np.testing.assert_allclose(b.scores, 2 - 2 * a.scores, atol=1e-5)  # squared distances, ascending
     with pytest.raises(InputError, match="cluster_column"):
         NeighborRetriever(index_dir, cluster_column="nope")
+
+
+def test_central_member_order_puts_the_outlier_last(tmp_path, catalog):
+    """member_order="central": the members the cluster agrees on first (brute-force mean similarity),
+    an outlier (a restyled catalog photo) last, whatever the query; same for l2; bad names fail."""
+    x, meta, centres = catalog
+    x = x.copy()
+    members = np.flatnonzero(meta["cluster"] == 3)
+    x[members[0]] = _unit(centres[3] + 0.9 * centres[7])  # member 0 drifts toward cluster 7 ...
+    query = x[members[0]]  # ... and a query from that side ranks it first
+    for metric in ("ip", "l2"):
+        out = tmp_path / metric
+        build_index(x, out, metric=metric, metadata=meta)
+        r = NeighborRetriever(out)
+        assert r.search(query, k=3).rows[0] == members[0]  # the default order follows the query
+        hits = r.search(query, k=len(members), member_order="central")
+        sims = x[members] @ x[members].T  # (n, n)
+        brute = (sims.sum(axis=1) - np.diag(sims)) / (len(members) - 1)
+        expected = members[np.argsort(-brute, kind="stable")]
+        assert hits.cluster == 3 and hits.rows.tolist() == expected.tolist() and hits.rows[-1] == members[0]
+        exact = r.search(query, k=len(members))  # scores stay the query's FAISS scores
+        by_row = dict(zip(exact.rows.tolist(), exact.scores.tolist()))
+        np.testing.assert_allclose(hits.scores, [by_row[i] for i in hits.rows], rtol=1e-5)
+    central = NeighborRetriever(tmp_path / "ip", member_order="central")
+    assert central.cluster_members(3, k=2).rows.tolist() == expected[:2].tolist()  # no query needed
+    assert central.cluster_members(3, k=1, member_order="query", query=query).rows[0] == members[0]
+    with pytest.raises(InputError, match="not a cluster"):
+        central.cluster_members(99, k=2)
+    assert central.search(query, k=2).rows.tolist() == expected[:2].tolist()
+    assert central.search(query, k=1, member_order="query").rows[0] == members[0]
+    with pytest.raises(InputError, match="member_order"):
+        NeighborRetriever(tmp_path / "ip", member_order="medoid")
+    with pytest.raises(InputError, match="member_order"):
+        central.search(query, k=2, member_order="random")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from retrieval.search import CLUSTER_CHOICES
+from retrieval.search import CLUSTER_CHOICES, DEFAULT_MEMBER_ORDER, MEMBER_ORDERS
 from suti.errors import InputError
 from tools import quiet_library_bars
 
@@ -77,6 +77,9 @@ def generate(
     k: int = typer.Option(4, "--k", help="Re-Imagen mode: demos taken from the best cluster."),
     choose_cluster: str = typer.Option("auto", "--choose-cluster", help="Re-Imagen mode: pick the cluster by "
                                        "captions (caption coverage), vectors (dense shortlist) or auto (captions if any)."),
+    member_order: str = typer.Option(DEFAULT_MEMBER_ORDER, "--member-order", help="Re-Imagen mode: which members of "
+                                     "the cluster are the demos: central (the views it agrees on) or query (closest "
+                                     "to the prompt)."),
     num_images: int = typer.Option(1, "--num-images", "-n", help="Images to render."),
     steps: int = typer.Option(50, "--steps", help="Denoising steps."),
     guidance: float = typer.Option(2.0, "--guidance", help="Text guidance scale."),
@@ -101,6 +104,8 @@ def generate(
         raise InputError("--prompt is empty")
     if choose_cluster not in CLUSTER_CHOICES:
         raise InputError(f"--choose-cluster must be one of {', '.join(CLUSTER_CHOICES)}, got {choose_cluster!r}")
+    if member_order not in MEMBER_ORDERS:
+        raise InputError(f"--member-order must be one of {', '.join(MEMBER_ORDERS)}, got {member_order!r}")
     if num_images < 1 or num_images > 16:
         raise InputError(f"--num-images must be in [1, 16], got {num_images}")
     images = _load_refs(refs) if refs else None
@@ -116,7 +121,7 @@ def generate(
     if index is not None:
         from retrieval import open_retriever
 
-        retriever = open_retriever(index, choose_cluster=choose_cluster)
+        retriever = open_retriever(index, choose_cluster=choose_cluster, member_order=member_order)
     t_load = time.perf_counter() - t0
     generator = torch.Generator().manual_seed(seed)
     t1 = time.perf_counter()

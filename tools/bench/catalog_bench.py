@@ -20,7 +20,10 @@
    subject the query is about (demos for dino / clip_i = that subject's catalog images). Reference
    points in the same run, same prompts and seeds: `ground_truth` (render of the prompt: ceiling),
    `text_only` (the same model without demos: subject floor), `oracle_demos` (the model given the
-   right cluster's first K catalog images: generation without retrieval errors).
+   right cluster's first K catalog images: generation without retrieval errors). Which members of
+   the chosen cluster become demos is the retriever's `member_order` (--member-order, default
+   "query"); the other order is measured too, on the same prompts and seeds: `reimagen_<order>` and
+   `oracle_<order>` (the right cluster's K first members in that order).
 """
 
 from __future__ import annotations
@@ -132,7 +135,7 @@ def retrieval_metrics(retriever, queries: list[dict], coarse_of: dict, split_of:
             "search_seconds": round(seconds, 3), "by_split": by_split, "by_skill": by_skill}  # fmt: skip
 
 
-def reimagen(args, retriever, rows: list[dict], queries: list[dict]) -> dict:
+def reimagen(args, retriever, rows: list[dict], queries: list[dict], other) -> dict:
     import torch
     from diffusers import DDIMScheduler
 
@@ -149,8 +152,9 @@ def reimagen(args, retriever, rows: list[dict], queries: list[dict]) -> dict:
     firsts = queries[:: args.queries_per_subject][: args.gen_subjects]  # each subject's first query
     sample = dict(num_inference_steps=args.steps, guidance_scale=args.guidance_scale,
                   subject_guidance_scale=args.subject_guidance_scale)  # fmt: skip
-    items, images, subjects, prompts, demos = [], {s: [] for s in ("reimagen", "oracle_demos", "text_only",
-                                                                   "ground_truth")}, [], [], []  # fmt: skip
+    alt = other.member_order  # the member order not under test
+    names = ("reimagen", f"reimagen_{alt}", "oracle_demos", f"oracle_{alt}", "text_only", "ground_truth")
+    items, images, subjects, prompts, demos = [], {s: [] for s in names}, [], [], []
     t = time.perf_counter()
     for q in firsts:
         sid, seed = q["subject_id"], args.seed
@@ -165,6 +169,10 @@ def reimagen(args, retriever, rows: list[dict], queries: list[dict]) -> dict:
         oracle = own[: args.retrieval_k]
         images["oracle_demos"].append(gen(subject_images=[r["image"] for r in oracle],
                                           subject_captions=[r["caption"] for r in oracle]).images[0])  # fmt: skip
+        out_alt = gen(retriever=other, retrieval_k=args.retrieval_k)
+        images[f"reimagen_{alt}"].append(out_alt.images[0])
+        ordered = other.cluster_members(sid, args.retrieval_k, member_order=alt, query=q["prompt"])
+        images[f"oracle_{alt}"].append(gen(subject_images=ordered.images, subject_captions=ordered.captions).images[0])
         images["text_only"].append(gen().images[0])
         subject = make_subject(sid, args.world_seed)
         images["ground_truth"].append(render(subject, replace(q["context"], variant=seed % 4), 32))
@@ -173,7 +181,8 @@ def reimagen(args, retriever, rows: list[dict], queries: list[dict]) -> dict:
         demos.append([r["image"] for r in own])
         items.append({"subject_id": sid, "skill": q["skill"], "prompt": q["prompt"], "seed": seed,
                       "retrieved_cluster": used.cluster, "retrieved_right_subject": used.cluster == sid,
-                      "retrieved_ids": used.ids, "retrieved_captions": used.captions})  # fmt: skip
+                      "retrieved_ids": used.ids, "retrieved_captions": used.captions,
+                      f"retrieved_ids_{alt}": out_alt.neighbors[0].ids, f"oracle_ids_{alt}": ordered.ids})  # fmt: skip
     gen_s = time.perf_counter() - t
     t = time.perf_counter()
     systems = {}
@@ -191,7 +200,7 @@ def reimagen(args, retriever, rows: list[dict], queries: list[dict]) -> dict:
     step = json.loads(trained.read_text()).get("step") if trained.is_file() else None
     seconds = {"load": round(load_s, 1), "generate": round(gen_s, 1), "grade": round(time.perf_counter() - t, 1)}
     return {"subjects": len(items), "model": str(args.model), "model_step": step, "sampler": "ddim", **sample,
-            "retrieval_k": args.retrieval_k,
+            "retrieval_k": args.retrieval_k, "member_order": retriever.member_order,
             "retrieved_right_subject": sum(i["retrieved_right_subject"] for i in items),
             "means": systems, "items": items, "seconds": seconds}  # fmt: skip
 
@@ -212,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subject-guidance-scale", type=float, default=2.0)
     parser.add_argument("--seed", type=_count(0, 2**31), default=0, help="sampling seed")
     parser.add_argument("--threads", type=_count(1, 64), default=1, help="torch threads")
+    parser.add_argument("--member-order", choices=("query", "central"), default="query",
+                        help="which members of the chosen cluster are the demos (the other is measured too)")
     parser.add_argument("--save-images", type=Path, default=None, help="write the graded images here")
     args = parser.parse_args(argv)
     if args.gen_subjects > args.subjects:
@@ -242,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         built = build_from_rows(rows, Path(tmp) / "index", embedder, progress=False)
         build_s = time.perf_counter() - t
-        retriever = open_retriever(Path(tmp) / "index", embedder=embedder, image_source=rows)
+        retriever = open_retriever(Path(tmp) / "index", embedder=embedder, image_source=rows,
+                                   member_order=args.member_order)  # fmt: skip
+        other = open_retriever(Path(tmp) / "index", embedder=embedder, image_source=rows,
+                               member_order="central" if args.member_order == "query" else "query")  # fmt: skip
         report = {
             "catalog": {"subjects": len(ids), "entries": len(rows), "per_subject": args.per_subject,
                         "size_px": args.size, "world_seed": args.world_seed, "noise": 0.0,
@@ -254,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                         "seconds": {"render": round(render_s, 1), "embed_and_index": round(build_s, 1)}},
             "retrieval": retrieval_metrics(retriever, queries, coarse, splits, args.retrieval_k),
         }  # fmt: skip
-        report["reimagen"] = reimagen(args, retriever, rows, queries) if args.gen_subjects else None
+        report["reimagen"] = reimagen(args, retriever, rows, queries, other) if args.gen_subjects else None
     report["run"] = {"torch_threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - start, 1),
                      "loadavg_start": load0, "loadavg_end": os.getloadavg()[0],
                      "argv": list(sys.argv[1:] if argv is None else argv),
