@@ -22,7 +22,7 @@ from retrieval.embed import ClipEmbedder, ClipSpec, EmbedStats, embed_rows, load
 from retrieval.index import build_index
 from retrieval.index_infos import IndexInfos
 from retrieval.mine import MineConfig, mine
-from retrieval.search import NeighborRetriever
+from retrieval.search import DEFAULT_MEMBER_ORDER, NeighborRetriever
 from retrieval.shards import load_embeddings
 from suti.errors import ConfigError, InputError
 
@@ -89,10 +89,9 @@ def read_embedder_spec(index_dir: str | os.PathLike) -> ClipSpec:
 
 def open_retriever(index_dir: str | os.PathLike, embedder: ClipEmbedder | None = None, spec: ClipSpec | None = None,
                    image_source: Any = None, mmap: bool = True, choose_cluster: str = "auto",
-                   member_order: str | None = None) -> NeighborRetriever:  # fmt: skip
+                   member_order: str = DEFAULT_MEMBER_ORDER) -> NeighborRetriever:  # fmt: skip
     """A retriever for `index_dir` whose embedder is given, built from `spec`, or from `embedder.json`."""
     if embedder is None:
         embedder = load_embedder(spec or read_embedder_spec(index_dir))
     return NeighborRetriever(index_dir, embedder=embedder, image_source=image_source, mmap=mmap,
-                             choose_cluster=choose_cluster,
-                             **({} if member_order is None else {"member_order": member_order}))  # fmt: skip
+                             choose_cluster=choose_cluster, member_order=member_order)  # fmt: skip

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from retrieval.search import DEFAULT_MEMBER_ORDER
 from suti.errors import InputError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -85,7 +86,7 @@ def query(
     same_cluster: bool = typer.Option(True, "--same-cluster/--any-cluster", help="Return members of the best cluster."),
     choose_cluster: str = typer.Option("auto", "--choose-cluster", help="How --same-cluster picks the cluster: "
                                        "captions (caption coverage, text queries), vectors (dense shortlist) or auto."),
-    member_order: str = typer.Option(None, "--member-order", help="Which members of that cluster come first: "
+    member_order: str = typer.Option(DEFAULT_MEMBER_ORDER, "--member-order", help="Which members of that cluster come first: "
                                      "central (the views it agrees on) or query (closest to the query)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per neighbour."),
     model_name: str = typer.Option(None, "--model-name", help="Override the model recorded in the index."),
@@ -109,7 +110,7 @@ def query(
     else:
         spec = ClipSpec(model_name, _abs(checkpoint), _abs(model_config))
     retriever = NeighborRetriever(index, embedder=load_embedder(spec), choose_cluster=choose_cluster,
-                                  **({} if member_order is None else {"member_order": member_order}))  # fmt: skip
+                                  member_order=member_order)  # fmt: skip
     same = same_cluster and retriever.cluster_column is not None
     hits = retriever.search(text if text is not None else image, k=k, same_cluster=same)
     if hits.chosen_by is not None and not as_json:

@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -255,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         build_s = time.perf_counter() - t
         retriever = open_retriever(Path(tmp) / "index", embedder=embedder, image_source=rows,
                                    member_order=args.member_order)  # fmt: skip
-        other = open_retriever(Path(tmp) / "index", embedder=embedder, image_source=rows,
-                               member_order="central" if args.member_order == "query" else "query")  # fmt: skip
+        other = copy.copy(retriever)  # the same loaded index, the other member order by default
+        other.member_order = "central" if args.member_order == "query" else "query"
         report = {
             "catalog": {"subjects": len(ids), "entries": len(rows), "per_subject": args.per_subject,
                         "size_px": args.size, "world_seed": args.world_seed, "noise": 0.0,
