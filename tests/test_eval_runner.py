@@ -173,6 +173,8 @@ def test_cli_auto_writes_a_report_and_reports_bad_input_as_exit_2(tmp_path, caps
     for bad in (["--guidance", "nan"], ["--subject-guidance", "-1"]):
         assert main(args + ["--system", "gt"] + bad) == 2
         assert "guidance_scale must be" in capsys.readouterr().err
+    assert main(args + ["--system", "gt", "--batch-size", "0"]) == 2
+    assert "--batch-size must be >= 1" in capsys.readouterr().err
 
 
 def test_guidance_overrides_change_the_benchmark_fingerprint():

@@ -37,6 +37,8 @@ def auto(
                                 "(e.g. of a killed run) and generate only the missing ones, then grade all."),
     shard: str = typer.Option(None, "--shard", help="K/N: generate only the K-th of N blocks of subjects, no "
                               "grading (needs --no-grade); copy the shards' outputs/ together and --resume."),
+    batch_size: int = typer.Option(25, "--batch-size", help="Items of one subject per sampling call of the pipeline "
+                                   "systems (faster; images equal single calls to float rounding); 1 = one per call."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Run systems through the world DreamBench and write EVAL_DIR with scores, CIs and an HTML report."""
@@ -48,6 +50,8 @@ def auto(
 
     if not progress:
         quiet_library_bars()
+    if batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {batch_size}")
     shard_kn = None
     if shard is not None:
         k, slash, n = shard.partition("/")
@@ -70,7 +74,7 @@ def auto(
 
         graders = Graders.load(weights if weights is not None else WEIGHTS_DIR)
     results = run_benchmark(bench, systems, out, graders, overwrite=overwrite, progress=progress, resume=resume,
-                            shard=shard_kn)  # fmt: skip
+                            shard=shard_kn, batch_size=batch_size)  # fmt: skip
     for name, s in results["systems"].items():
         o = s["overall"]
         score = "not graded" if o["mean"] is None else f"overall {o['mean']:.3f} [{o['ci'][0]:.3f}, {o['ci'][1]:.3f}]"

@@ -117,42 +117,91 @@ def _existing_output(path: Path) -> bool:
         return False
 
 
+def _generate(system: NamedSystem, chunk: list, demos: dict[str, list], bench: Benchmark) -> list:
+    """One output or one exception per item of `chunk` (items of one subject). A system with `batch` gets
+    them in one call; if that call fails, each item is tried alone so a failure stays with its item."""
+    requests = [(list(demos[it.subject]), list(bench.by_key[it.subject].demo_captions), it.prompt, it.seed)
+                for it in chunk]  # fmt: skip
+    batch = getattr(system.fn, "batch", None)
+    if batch is not None and len(chunk) > 1:
+        try:
+            images = list(batch(requests))
+            if len(images) == len(chunk):
+                return [_checked(system, it, im) for it, im in zip(chunk, images)]
+        except Exception:  # noqa: BLE001  (retried item by item below, where the failure is recorded)
+            pass
+    results: list = []
+    for it, req in zip(chunk, requests):
+        try:
+            results.append(_checked(system, it, system.fn(*req)))
+        except Exception as e:  # noqa: BLE001  (a system under test may fail in any way; the run goes on)
+            results.append(e)
+    return results
+
+
+def _checked(system: NamedSystem, item, image):
+    try:
+        return check_output(image, f"system {system.name!r} on {item.item_id}")
+    except Exception as e:  # noqa: BLE001
+        return e
+
+
+def _subject_chunks(items: list, size: int) -> list[list]:
+    """Consecutive runs of items of one subject, at most `size` long."""
+    chunks: list[list] = []
+    for it in items:
+        if chunks and len(chunks[-1]) < size and chunks[-1][0].subject == it.subject:
+            chunks[-1].append(it)
+        else:
+            chunks.append([it])
+    return chunks
+
+
 def run_system(system: NamedSystem, bench: Benchmark, demos: dict[str, list], out: Path,
                rows: dict[str, dict], progress: bool = True, resume: bool = False,
-               subjects: set[str] | None = None) -> dict:  # fmt: skip
+               subjects: set[str] | None = None, batch_size: int = 25) -> dict:  # fmt: skip
     """Generate the items (of `subjects`, default all) with one system; returns its run record. Outputs
-    land in `rows`. With `resume`, an item whose output PNG exists is kept, not generated again."""
+    land in `rows`. With `resume`, an item whose output PNG exists is kept, not generated again. A system
+    with a `batch` method gets up to `batch_size` items of one subject per call."""
     from tqdm import tqdm
 
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
     folder = out / "outputs" / system.name
     if not resume:
         shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     items = [it for it in bench.items if subjects is None or it.subject in subjects]
-    failures, reused, start = 0, 0, time.perf_counter()
-    for item in tqdm(items, desc=f"generate {system.name}", disable=not progress):
+    todo, start = [], time.perf_counter()
+    for item in items:
         row = rows[item.item_id]
         for part in ("outputs", "scores", "failures"):
             row[part].pop(system.name, None)
         rel = f"outputs/{system.name}/{item.item_id}.png"
         if resume and _existing_output(out / rel):
             row["outputs"][system.name] = rel
-            reused += 1
-            continue
-        caps = bench.by_key[item.subject].demo_captions
-        try:
-            image = check_output(system.fn(list(demos[item.subject]), list(caps), item.prompt, item.seed),
-                                 f"system {system.name!r} on {item.item_id}")  # fmt: skip
-        except Exception as e:  # noqa: BLE001  (a system under test may fail in any way; the run goes on)
-            row["failures"][system.name] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-            failures += 1
-            continue
-        image.save(out / rel)
-        row["outputs"][system.name] = rel
+        else:
+            todo.append(item)
+    failures, reused = 0, len(items) - len(todo)
+    bar = tqdm(total=len(items), initial=reused, desc=f"generate {system.name}", disable=not progress)
+    for chunk in _subject_chunks(todo, batch_size):
+        for item, result in zip(chunk, _generate(system, chunk, demos, bench)):
+            row = rows[item.item_id]
+            if isinstance(result, Exception):
+                row["failures"][system.name] = (f"{type(result).__name__}: "
+                                                f"{str(result).splitlines()[0] if str(result) else ''}")[:300]  # fmt: skip
+                failures += 1
+                continue
+            rel = f"outputs/{system.name}/{item.item_id}.png"
+            result.save(out / rel)
+            row["outputs"][system.name] = rel
+        bar.update(len(chunk))
+    bar.close()
     seconds = time.perf_counter() - start
-    made = len(items) - reused
+    made = len(todo)
     return {"spec": system.spec, "images": len(items), "failures": failures, "reused": reused,
-            "seconds": round(seconds, 2), "seconds_per_image": round(seconds / made, 4) if made else None}  # fmt: skip
+            "seconds": round(seconds, 2), "seconds_per_image": round(seconds / made, 4) if made else None,
+            "batch_size": batch_size}  # fmt: skip
 
 
 def score_system(name: str, bench: Benchmark, demos: dict[str, list], out: Path, rows: dict[str, dict],
@@ -186,8 +235,9 @@ def ground_truth_embeddings(bench: Benchmark, graders) -> np.ndarray:
 
 def run_benchmark(bench: Benchmark, systems: list[NamedSystem], out_dir: str | Path, graders=None,
                   overwrite: bool = False, progress: bool = True, resume: bool = False,
-                  shard: tuple[int, int] | None = None) -> dict:  # fmt: skip
-    """Generate, grade, and write EVAL_DIR; returns results.json's content."""
+                  shard: tuple[int, int] | None = None, batch_size: int = 25) -> dict:  # fmt: skip
+    """Generate, grade, and write EVAL_DIR; returns results.json's content. `batch_size`: items of one
+    subject per call of a system that batches (the pipeline systems, default 25); 1 = one image per call."""
     from suti.eval.report import write_report
 
     if len({s.name for s in systems}) != len(systems):
@@ -208,7 +258,7 @@ def run_benchmark(bench: Benchmark, systems: list[NamedSystem], out_dir: str | P
     runs = json.loads(runs_path.read_text()) if runs_path.is_file() else {}
     gt_emb = ground_truth_embeddings(bench, graders) if graders is not None else None
     for system in systems:
-        record = run_system(system, bench, demos, out, rows, progress, resume, subjects)
+        record = run_system(system, bench, demos, out, rows, progress, resume, subjects, batch_size)
         if graders is not None:
             record.update(score_system(system.name, bench, demos, out, rows, graders, gt_emb))
         runs[system.name] = record

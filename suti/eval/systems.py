@@ -1,5 +1,8 @@
 """Systems under test: anything callable as system(demos, demo_captions, prompt, seed) -> image.
 
+A system may also have `batch(requests) -> images`, requests being (demos, demo_captions, prompt, seed)
+tuples: the runner then generates several items of one subject per call (the pipeline systems do).
+
 Built-in reference systems, chosen by a spec string (optionally "NAME=SPEC" to rename):
     gt              ground-truth renders of the prompted context (ceiling; needs the benchmark)
     copy            returns one of the demos unchanged (text floor)
@@ -134,22 +137,31 @@ class PipelineSystem:
             self.pipe.subject.set_pool_size(self.options.pool)
 
     def __call__(self, demos, demo_captions, prompt: str, seed: int):
+        return self.batch([(demos, demo_captions, prompt, seed)])[0]
+
+    def batch(self, requests: Sequence[tuple]) -> list:
+        """Images for (demos, demo_captions, prompt, seed) requests in ONE pipeline call: each image has its
+        own seeded generator, so a batch gives the images of single calls (to float rounding)."""
         import torch
 
+        prompts = [r[2] for r in requests]
+        gens = [torch.Generator().manual_seed(int(r[3])) for r in requests]
         kwargs: dict[str, Any] = {}
         if self.use_demos:
             o = self.options
-            demos, demo_captions = list(demos)[: o.demos or None], list(demo_captions)[: o.demos or None]
-            kwargs = {"subject_images": demos, "subject_guidance_scale": self.config.subject_guidance_scale,
-                      "subject_captions": demo_captions if o.captions else None}  # None: empty captions  # fmt: skip
+            demo_sets = [list(r[0])[: o.demos or None] for r in requests]
+            caption_sets = [list(r[1])[: o.demos or None] for r in requests]
+            if o.places:
+                kwargs = {"subject_images": demo_sets, "subject_captions": caption_sets if o.captions else None}
+            else:  # encode once, then drop the places: demo attention without its locality bias
+                kwargs = {"subject_embeds": [replace(self.pipe.encode_subject(d, c if o.captions else None),
+                                                     positions=None) for d, c in zip(demo_sets, caption_sets)]}
+            kwargs["subject_guidance_scale"] = self.config.subject_guidance_scale
             if o.demo_timestep is not None:
                 kwargs["demo_timestep"] = o.demo_timestep
-            if not o.places:  # encode once, then drop the places: demo attention without its locality bias
-                ctx = self.pipe.encode_subject(kwargs.pop("subject_images"), kwargs.pop("subject_captions"))
-                kwargs["subject_embeds"] = replace(ctx, positions=None)
-        out = self.pipe(prompt, num_inference_steps=self.config.steps, guidance_scale=self.config.guidance_scale,
-                        generator=torch.Generator().manual_seed(int(seed)), **kwargs)  # fmt: skip
-        return out.images[0]
+        out = self.pipe(prompts, num_inference_steps=self.config.steps, guidance_scale=self.config.guidance_scale,
+                        generator=gens, **kwargs)  # fmt: skip
+        return list(out.images)
 
 
 class DreamBoothSystem:
@@ -208,11 +220,11 @@ class DreamBoothSystem:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def __call__(self, demos, demo_captions, prompt: str, seed: int):
+    def _pipe_for(self, demos, demo_captions):
+        """The fine-tuned pipeline of this demo set (fine-tuned on first use)."""
         import hashlib
 
         import numpy as np
-        import torch
 
         from suti.pipeline.preprocess import to_rgb_image
 
@@ -222,10 +234,29 @@ class DreamBoothSystem:
         key = (digest.hexdigest(), tuple(demo_captions))
         if key not in self.pipes:
             self.pipes[key] = self._finetune(demos, demo_captions)
-        out = self.pipes[key](f"{self.recipe.dreambooth.identifier} {prompt}", num_inference_steps=self.config.steps,
-                              guidance_scale=self.config.guidance_scale,
-                              generator=torch.Generator().manual_seed(int(seed)))  # fmt: skip
-        return out.images[0]
+        return self.pipes[key]
+
+    def __call__(self, demos, demo_captions, prompt: str, seed: int):
+        return self.batch([(demos, demo_captions, prompt, seed)])[0]
+
+    def batch(self, requests: Sequence[tuple]) -> list:
+        """Images for (demos, demo_captions, prompt, seed) requests: one sampling call per distinct demo set."""
+        import torch
+
+        images: list = [None] * len(requests)
+        groups: dict[int, list[int]] = {}  # id of the fine-tuned pipeline -> request indices
+        pipes = {}
+        for i, (demos, caps, _, _) in enumerate(requests):
+            pipe = self._pipe_for(demos, caps)
+            pipes[id(pipe)] = pipe
+            groups.setdefault(id(pipe), []).append(i)
+        for pid, idx in groups.items():
+            out = pipes[pid]([f"{self.recipe.dreambooth.identifier} {requests[i][2]}" for i in idx],
+                             num_inference_steps=self.config.steps, guidance_scale=self.config.guidance_scale,
+                             generator=[torch.Generator().manual_seed(int(requests[i][3])) for i in idx])  # fmt: skip
+            for i, im in zip(idx, out.images):
+                images[i] = im
+        return images
 
 
 def parse_dreambooth_spec(arg: str) -> tuple[str, int | None]:
