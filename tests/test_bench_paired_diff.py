@@ -46,3 +46,15 @@ def test_different_prompts_missing_system_and_one_dir_are_clear_errors(tmp_path,
     out = tmp_path / "pd.json"
     assert main([str(a), str(named), "--system", "d5", "--out", str(out)]) == 2  # 'a' has no d5
     assert not out.exists()
+
+
+def test_baseline_system_compares_two_systems_of_one_benchmark(tmp_path):
+    base = [0.1, 0.5, 0.9] * 2
+    db = _eval_dir(tmp_path / "db", base, system="dreambooth")
+    suti = _eval_dir(tmp_path / "suti", [v + 0.2 for v in base])
+    out = tmp_path / "pd.json"
+    assert main([str(db), str(suti), "--baseline-system", "dreambooth", "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    assert got["baseline_system"] == "dreambooth" and got["system"] == "suti"
+    assert got["diffs"][str(suti)]["overall"]["mean"] == pytest.approx(0.2)
+    assert main([str(db), str(suti)]) == 2  # without it, 'suti' is looked up in the baseline too
