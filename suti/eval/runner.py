@@ -188,8 +188,8 @@ def run_system(system: NamedSystem, bench: Benchmark, demos: dict[str, list], ou
         for item, result in zip(chunk, _generate(system, chunk, demos, bench)):
             row = rows[item.item_id]
             if isinstance(result, Exception):
-                row["failures"][system.name] = (f"{type(result).__name__}: "
-                                                f"{str(result).splitlines()[0] if str(result) else ''}")[:300]  # fmt: skip
+                first_line = str(result).splitlines()[0] if str(result) else ""
+                row["failures"][system.name] = f"{type(result).__name__}: {first_line}"[:300]
                 failures += 1
                 continue
             rel = f"outputs/{system.name}/{item.item_id}.png"

@@ -6,10 +6,10 @@
     python -m tools.bench.paired_diff out/db out/suti --baseline-system dreambooth --system suti
 
 The first EVAL_DIR is the baseline (its system: --baseline-system, default the same --system, so two
-systems of one benchmark in separate EVAL_DIRs compare too). For every other one, over the items both rendered (same item id,
-subject, prompt and seed; the sampler settings may differ, that is the point), the per-item difference
-other - baseline of each score, with a 95 % bootstrap CI over subjects (the same resampling as
-results.json). Pairing removes the subject-to-subject spread that makes two unpaired CIs overlap.
+systems of one benchmark in separate EVAL_DIRs compare too). For every other one, over the items both
+rendered (same item id, subject, prompt and seed; the sampler settings may differ, that is the point), the
+per-item difference other - baseline of each score, with a 95 % bootstrap CI over subjects (the same
+resampling as results.json). Pairing removes the subject-to-subject spread that makes two unpaired CIs overlap.
 """
 
 from __future__ import annotations
