@@ -47,3 +47,20 @@ def test_bad_dreambooth_specs_are_named(base_dir):
         resolve_system("dreambooth:/nonexistent/model@2", bench)
     with pytest.raises(InputError, match="base model directory"):
         resolve_system("dreambooth", bench)
+
+
+def test_a_batch_over_two_subjects_fine_tunes_each_once_and_equals_single_calls(base_dir):
+    bench = build_benchmark(SMALL)
+    a, b = bench.items[0].subject, bench.items[-1].subject
+    da, ca = list(bench.demo_images(a)), list(bench.by_key[a].demo_captions)
+    db, cb = list(bench.demo_images(b)), list(bench.by_key[b].demo_captions)
+    system = resolve_system(f"dreambooth:{base_dir}@2", bench).fn
+    requests = [(da, ca, "a red ball on the beach", 0), (db, cb, "a red ball in the snow", 1),
+                (da, ca, "a red ball in the snow", 2)]  # fmt: skip
+    batched = system.batch(requests)
+    assert len(batched) == 3 and len(system.seconds) == 2  # one fine-tune per subject
+    singles = [system(*r) for r in requests]
+    assert len(system.seconds) == 2  # the single calls reuse the fine-tuned models
+    for got, want in zip(batched, singles):
+        assert np.abs(np.asarray(got, np.int16) - np.asarray(want, np.int16)).max() <= 1
+    assert not np.array_equal(np.asarray(batched[0]), np.asarray(batched[2]))  # its own prompt and seed
