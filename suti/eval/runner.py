@@ -9,6 +9,8 @@
 
 A system that raises, or returns something that is not a finite square image, fails that item: the
 error is recorded under "failures", the item gets no output for that system, and the run goes on.
+A system with a `batch` method (the pipeline systems) gets up to `batch_size` items of one subject per
+call; a batch call that fails is retried item by item, so each failure stays with its own item.
 Running again into the same EVAL_DIR adds (or replaces) systems; other systems' results are kept.
 `resume=True` keeps a system's output PNGs that already exist (e.g. from a run that was killed) and
 generates only the missing ones. `shard=(k, n)` generates only the k-th of n contiguous blocks of
