@@ -167,8 +167,6 @@ def run_system(system: NamedSystem, bench: Benchmark, demos: dict[str, list], ou
     with a `batch` method gets up to `batch_size` items of one subject per call."""
     from tqdm import tqdm
 
-    if batch_size < 1:
-        raise InputError(f"batch size must be >= 1, got {batch_size}")
     folder = out / "outputs" / system.name
     if not resume:
         shutil.rmtree(folder, ignore_errors=True)
@@ -248,6 +246,8 @@ def run_benchmark(bench: Benchmark, systems: list[NamedSystem], out_dir: str | P
         raise InputError("a shard only generates (no grading): grade the merged EVAL_DIR with resume")
     if resume and overwrite:
         raise InputError("resume keeps existing outputs and overwrite clears them: choose one")
+    if batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
     subjects = shard_subjects(bench, shard) if shard is not None else None
     out = Path(out_dir)
     prepare_dir(out, bench, overwrite)

@@ -220,8 +220,8 @@ class DreamBoothSystem:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    def _pipe_for(self, demos, demo_captions):
-        """The fine-tuned pipeline of this demo set (fine-tuned on first use)."""
+    def _tuned_key(self, demos, demo_captions) -> tuple:
+        """The key of this demo set's fine-tuned pipeline in `self.pipes` (fine-tuned on first use)."""
         import hashlib
 
         import numpy as np
@@ -234,7 +234,7 @@ class DreamBoothSystem:
         key = (digest.hexdigest(), tuple(demo_captions))
         if key not in self.pipes:
             self.pipes[key] = self._finetune(demos, demo_captions)
-        return self.pipes[key]
+        return key
 
     def __call__(self, demos, demo_captions, prompt: str, seed: int):
         return self.batch([(demos, demo_captions, prompt, seed)])[0]
@@ -243,17 +243,15 @@ class DreamBoothSystem:
         """Images for (demos, demo_captions, prompt, seed) requests: one sampling call per distinct demo set."""
         import torch
 
-        images: list = [None] * len(requests)
-        groups: dict[int, list[int]] = {}  # id of the fine-tuned pipeline -> request indices
-        pipes = {}
+        groups: dict[tuple, list[int]] = {}  # fine-tuned pipeline's key -> request indices
         for i, (demos, caps, _, _) in enumerate(requests):
-            pipe = self._pipe_for(demos, caps)
-            pipes[id(pipe)] = pipe
-            groups.setdefault(id(pipe), []).append(i)
-        for pid, idx in groups.items():
-            out = pipes[pid]([f"{self.recipe.dreambooth.identifier} {requests[i][2]}" for i in idx],
-                             num_inference_steps=self.config.steps, guidance_scale=self.config.guidance_scale,
-                             generator=[torch.Generator().manual_seed(int(requests[i][3])) for i in idx])  # fmt: skip
+            groups.setdefault(self._tuned_key(demos, caps), []).append(i)
+        images: list = [None] * len(requests)
+        for key, idx in groups.items():
+            prompts = [f"{self.recipe.dreambooth.identifier} {requests[i][2]}" for i in idx]
+            gens = [torch.Generator().manual_seed(int(requests[i][3])) for i in idx]
+            out = self.pipes[key](prompts, num_inference_steps=self.config.steps,
+                                  guidance_scale=self.config.guidance_scale, generator=gens)  # fmt: skip
             for i, im in zip(idx, out.images):
                 images[i] = im
         return images
